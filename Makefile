@@ -1,0 +1,48 @@
+# hookstream: every target sets up what it needs (the venv, Kafka's jars, the corpus).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HOOKSTREAM_CACHE_DIR ?= $(CURDIR)/.cache
+
+.PHONY: run test lint bench bench-ingress kafka-up kafka-down kafka-jars test-data venv clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+kafka-jars: $(STAMP)
+	$(BIN)/python -c "from deploy.broker import LocalBroker; from schemas.settings import Settings; print(LocalBroker(Settings()).resolve_jars())"
+
+test-data: $(STAMP)
+	$(BIN)/python -m deploy.corpus
+
+run: $(STAMP) kafka-jars
+	$(BIN)/hookstream dev
+
+kafka-up: $(STAMP)
+	$(BIN)/hookstream kafka up
+
+kafka-down: $(STAMP)
+	$(BIN)/hookstream kafka down
+
+test: $(STAMP) kafka-jars test-data
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: bench-ingress
+
+bench-ingress: $(STAMP) kafka-jars test-data
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m tests.bench.ingress
+
+clean:
+	rm -rf $(VENV) .cache .hookstream .mypy_cache .ruff_cache .pytest_cache *.egg-info

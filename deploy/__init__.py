@@ -1,0 +1,1 @@
+"""The local runtime and operations: Kafka without Docker, topics, the hookstream CLI."""

@@ -1,0 +1,159 @@
+"""The ``hookstream`` command line (DESIGN.md §4).
+
+Each sub-command parses its arguments and hands over to the module that does the work;
+nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from deploy import corpus
+from deploy.broker import BrokerError, BrokerState, LocalBroker
+from deploy.dev import local_secret, run_dev
+from deploy.logs import configure_logging
+from deploy.send import installation_target, post, signed_delivery
+from schemas.settings import Settings
+
+
+def _kafka(args: argparse.Namespace, settings: Settings) -> int:
+    broker = LocalBroker(settings)
+    if args.action == "up":
+        status = broker.up()
+        if not broker.is_external:
+            from deploy.topics import ensure_topics, topic_specs
+
+            asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
+    elif args.action == "down":
+        status = broker.down()
+    else:
+        status = broker.status()
+    print(status)
+    if args.action == "status":
+        return 0 if status.state is not BrokerState.STOPPED else 3
+    return 0
+
+
+def _ingress(args: argparse.Namespace, settings: Settings) -> int:
+    from ingress.app import MissingSecret
+    from ingress.server import serve
+
+    try:
+        serve(settings)
+    except MissingSecret as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _send(args: argparse.Namespace, settings: Settings) -> int:
+    if args.list:
+        for example in corpus.load(settings.cache_dir):
+            print(example.name)
+        return 0
+    if args.example:
+        corpus.fetch(settings.cache_dir)
+        example = corpus.find(settings.cache_dir, args.example)
+        event, payload = args.event or example.event, example.body
+    elif args.file:
+        if not args.event:
+            print("--event is required with a file (the X-GitHub-Event header)", file=sys.stderr)
+            return 2
+        event, payload = args.event, Path(args.file).read_bytes()
+    else:
+        print("give a payload FILE or --example NAME (see --list)", file=sys.stderr)
+        return 2
+    secret = args.secret.encode() if args.secret else local_secret(settings, create=False)
+    if secret is None:
+        print(
+            "no secret: set HOOKSTREAM_WEBHOOK_SECRETS or pass --secret "
+            "(`hookstream dev` generates one into the data dir)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        target = installation_target(orjson.loads(payload))
+    except orjson.JSONDecodeError:
+        target = None  # send it anyway: the ingress's answer is what the user wants to see
+    delivery = signed_delivery(
+        payload,
+        event,
+        secret,
+        delivery_id=args.delivery,
+        hook_id=args.hook_id,
+        form=args.form,
+        installation_target=target,
+    )
+    url = args.url or f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/github"
+    try:
+        status, text = asyncio.run(post(url, delivery))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        print(f"hookstream: no answer from {url}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(f"{status} {text}")
+    return 0 if 200 <= status < 300 else 1
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    return run_dev(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hookstream",
+        description="Event-sourced stream processor for GitHub webhooks.",
+        epilog="Configuration comes from HOOKSTREAM_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    kafka = sub.add_parser("kafka", help="manage the local Kafka broker (KRaft, no Docker)")
+    kafka.add_argument(
+        "action",
+        choices=("up", "down", "status"),
+        help="up: start and wait until it answers; down: stop cleanly; status: tell the truth "
+        "(exit 3 when stopped)",
+    )
+    kafka.set_defaults(func=_kafka)
+
+    ingress = sub.add_parser("ingress", help="serve POST /webhooks/github and write github.events")
+    ingress.set_defaults(func=_ingress)
+
+    dev = sub.add_parser("dev", help="Kafka + ingress + all workers; Ctrl-C stops all")
+    dev.set_defaults(func=_dev)
+
+    send = sub.add_parser("send", help="sign and POST a delivery to a running ingress")
+    send.add_argument("file", nargs="?", help="a JSON payload file (needs --event)")
+    send.add_argument(
+        "--example", metavar="NAME", help="a corpus example, e.g. pull_request.opened"
+    )
+    send.add_argument("--list", action="store_true", help="list the corpus examples and exit")
+    send.add_argument("--event", help="the X-GitHub-Event header (default: the example's event)")
+    send.add_argument("--delivery", metavar="GUID", help="reuse a delivery GUID (a redelivery)")
+    send.add_argument("--hook-id", default="1", help="the X-GitHub-Hook-ID header (default: 1)")
+    send.add_argument("--form", action="store_true", help="send form-encoded (payload=…)")
+    send.add_argument("--secret", help="signing secret (default: the configured one)")
+    send.add_argument("--url", help="ingress URL (default: from HOOKSTREAM_INGRESS_HOST/_PORT)")
+    send.set_defaults(func=_send)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    settings = Settings()
+    try:
+        code: int = args.func(args, settings)
+    except (BrokerError, corpus.CorpusError) as exc:
+        print(f"hookstream: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""``hookstream dev`` / ``make run``: Kafka, the ingress and the workers, one command.
+
+Each part runs as its own child process (as it would in production) under a small
+supervisor; Ctrl-C or SIGTERM stops the children, then the broker if dev started it.
+A webhook secret is generated into the data dir on first run so that nothing has to
+be configured to try the system.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from deploy.broker import BrokerState, LocalBroker
+from schemas.settings import Settings
+
+# Commands started under `dev`; the workers join this list as their processors land.
+CHILDREN: tuple[tuple[str, ...], ...] = (("ingress",),)
+
+
+def local_secret(settings: Settings, *, create: bool) -> bytes | None:
+    """The configured secret, else the one generated into the data dir (made if asked)."""
+    if settings.secrets:
+        return settings.secrets[0]
+    path = settings.generated_secret_file
+    if path.exists():
+        return path.read_text().strip().encode()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret.encode()
+
+
+def run_dev(settings: Settings) -> int:
+    broker = LocalBroker(settings)
+    started_broker = False
+    if broker.is_external:
+        print(f"using the Kafka cluster at {settings.kafka_bootstrap}", flush=True)
+    else:
+        if broker.status().state is not BrokerState.RUNNING:
+            print("starting Kafka …", flush=True)
+            started_broker = True
+        print(broker.up(), flush=True)
+    secret = local_secret(settings, create=True)
+    assert secret is not None
+    env = dict(os.environ, HOOKSTREAM_WEBHOOK_SECRETS=secret.decode())
+    hookstream = [sys.executable, "-m", "deploy.cli"]
+    children = [
+        subprocess.Popen([*hookstream, *args], env=env, start_new_session=True) for args in CHILDREN
+    ]
+    url = f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/github"
+    print(
+        f"\nhookstream is running.\n"
+        f"  webhook URL:    {url}\n"
+        f"  webhook secret: {secret.decode()}  (stored in {settings.generated_secret_file})\n"
+        f"  try it:         hookstream send --example pull_request.opened\n"
+        f"  metrics:        http://{settings.ingress_host}:{settings.ingress_port}/metrics\n"
+        f"Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    stopping = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    code = 0
+    while not stopping:
+        exited = [c for c in children if c.poll() is not None]
+        if exited:
+            code = exited[0].returncode or 1
+            print(f"a child process exited with {exited[0].returncode}; stopping", flush=True)
+            break
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if started_broker:
+        print("stopping Kafka …", flush=True)
+        print(broker.down(), flush=True)
+    return code

@@ -1,0 +1,1 @@
+"""The ingress: verifies signed GitHub deliveries and appends them to the event log."""

@@ -1,0 +1,4 @@
+"""Processors: one Faust app per projection of the event log.
+
+Sub-packages: triggers, checks, identity, insights (DESIGN.md §1).
+"""

@@ -1,0 +1,1 @@
+"""Projections: the ClickHouse read models (DDL migrations, batching sink, metric views)."""

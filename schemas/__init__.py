@@ -1,0 +1,1 @@
+"""Schemas: the delivery envelope, the GitHub payload models hookstream reads, settings."""

@@ -1,0 +1,79 @@
+"""Settings: every knob hookstream reads, from ``HOOKSTREAM_*`` environment variables.
+
+The names and defaults of DESIGN.md §4 are a contract; the rest are tuning knobs with
+defaults that serve ``make run`` on one machine.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOOKSTREAM_", frozen=True, extra="ignore")
+
+    data_dir: Path = Path("./.hookstream")
+    cache_dir: Path = Field(
+        default=Path("./.cache"),
+        description="Where downloaded artifacts live: the Kafka jars and the example corpus.",
+    )
+
+    # --- Kafka ---------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_heap: str = "512m"
+    events_topic: str = "github.events"
+    events_partitions: int = Field(default=6, ge=1)
+    events_retention_ms: int = Field(
+        default=-1, description="-1 keeps the log forever: it is the source of truth."
+    )
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_linger_ms: int = Field(
+        default=2,
+        ge=0,
+        description="How long the producer waits to fill a batch; trades latency for throughput.",
+    )
+
+    # --- ingress -------------------------------------------------------------------------
+    webhook_secrets: SecretStr = SecretStr("")
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 8080
+    ingress_workers: int = Field(
+        default=1, ge=1, description="Ingress processes sharing the port with SO_REUSEPORT."
+    )
+    ingress_max_body_bytes: int = Field(
+        default=25 * MIB, ge=1, description="GitHub caps payloads at 25 MB."
+    )
+    ingress_produce_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Deadline for the broker's acknowledgement; keeps answers under GitHub's 10 s.",
+    )
+
+    @cached_property
+    def secrets(self) -> tuple[bytes, ...]:
+        """The accepted webhook secrets, in the order given (the first one signs)."""
+        raw = self.webhook_secrets.get_secret_value()
+        return tuple(s.strip().encode() for s in raw.split(",") if s.strip())
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def generated_secret_file(self) -> Path:
+        return self.data_dir / "webhook-secret"
+
+    @property
+    def max_record_bytes(self) -> int:
+        """Largest Kafka record: the body cap plus room for headers and batch framing."""
+        return self.ingress_max_body_bytes + MIB
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.events_topic}.dlq"

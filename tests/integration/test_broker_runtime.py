@@ -1,0 +1,95 @@
+"""``hookstream kafka up|down|status`` as a user runs it: idempotent, truthful, clean."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CACHE_DIR, free_port_pair
+
+pytestmark = pytest.mark.integration
+
+
+def hookstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@pytest.fixture
+def broker_env(tmp_path: Path) -> dict[str, str]:
+    return dict(
+        os.environ,
+        HOOKSTREAM_DATA_DIR=str(tmp_path / "data"),
+        HOOKSTREAM_CACHE_DIR=str(CACHE_DIR),
+        HOOKSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port_pair()}",
+        HOOKSTREAM_KAFKA_HEAP="256m",
+    )
+
+
+def pid_of(env: dict[str, str]) -> int:
+    return int((Path(env["HOOKSTREAM_DATA_DIR"]) / "kafka" / "broker.pid").read_text())
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited broker waits for its reaper in some sandboxes)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(") ", 1)[1][0] != "Z"
+
+
+def test_up_twice_down_twice_and_status_in_each_state(broker_env: dict[str, str]) -> None:
+    address = broker_env["HOOKSTREAM_KAFKA_BOOTSTRAP"]
+    stopped = hookstream(broker_env, "kafka", "status")
+    assert (stopped.returncode, stopped.stdout.strip()) == (3, f"kafka stopped at {address}")
+
+    first = hookstream(broker_env, "kafka", "up")
+    assert first.returncode == 0, first.stderr
+    pid = pid_of(broker_env)
+    assert f"kafka running at {address} (pid {pid})" in first.stdout
+    try:
+        second = hookstream(broker_env, "kafka", "up")
+        assert second.returncode == 0
+        assert pid_of(broker_env) == pid  # a no-op: the same broker still runs
+        status = hookstream(broker_env, "kafka", "status")
+        assert (status.returncode, status.stdout.strip()) == (
+            0,
+            f"kafka running at {address} (pid {pid})",
+        )
+        # The topics exist with the configs the project asks for.
+        log_dir = Path(broker_env["HOOKSTREAM_DATA_DIR"]) / "kafka" / "data"
+        assert sorted(p.name for p in log_dir.glob("github.events-*"))[:1] == ["github.events-0"]
+    finally:
+        down = hookstream(broker_env, "kafka", "down")
+    assert down.returncode == 0
+    assert down.stdout.strip() == f"kafka stopped at {address}"
+    assert not running(pid)
+    # A clean shutdown leaves Kafka's marker, so the next start skips log recovery.
+    assert (log_dir / ".kafka_cleanshutdown").exists()
+    again = hookstream(broker_env, "kafka", "down")
+    assert (again.returncode, again.stdout.strip()) == (0, f"kafka stopped at {address}")
+    assert hookstream(broker_env, "kafka", "status").returncode == 3
+
+
+def test_a_stale_pid_file_is_handled(broker_env: dict[str, str]) -> None:
+    kafka_dir = Path(broker_env["HOOKSTREAM_DATA_DIR"]) / "kafka"
+    kafka_dir.mkdir(parents=True)
+    # A pid that is alive but is not our broker (this test process), then a dead one.
+    for stale in (os.getpid(), 2**22 + 1):
+        (kafka_dir / "broker.pid").write_text(str(stale))
+        status = hookstream(broker_env, "kafka", "status")
+        assert status.returncode == 3
+        assert "stopped" in status.stdout
+        assert not (kafka_dir / "broker.pid").exists()
+        assert hookstream(broker_env, "kafka", "down").returncode == 0

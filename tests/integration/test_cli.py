@@ -1,0 +1,92 @@
+"""``hookstream send`` and ``hookstream ingress`` from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from schemas.envelope import Envelope, RecordHeader
+from tests.conftest import CACHE_DIR, SECRET, RunningIngress, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def cli_env(**env: str) -> dict[str, str]:
+    return dict(os.environ, HOOKSTREAM_CACHE_DIR=str(CACHE_DIR), **env)
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *args],
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def run_cli_async(*args: str) -> subprocess.CompletedProcess[str]:
+    """Like run_cli, without blocking the event loop that serves the test's ingress."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deploy.cli", *args,
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+async def test_send_an_example_and_redeliver_it(ingress: RunningIngress) -> None:
+    guid = str(uuid.uuid4())
+    common = ("--url", ingress.webhook_url, "--secret", SECRET.decode(), "--delivery", guid)
+    first = await run_cli_async("send", "--example", "pull_request.opened", *common)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f'202 {{"delivery":"{guid}"}}'
+    form = await run_cli_async("send", "--example", "pull_request.opened", "--form", *common)
+    assert form.returncode == 0, form.stderr
+    records = await read_topic(ingress.settings)
+    envelopes = [Envelope.from_record(r.headers, r.value) for r in records]
+    assert [e.identity for e in envelopes] == [("1", guid), ("1", guid)]
+    assert [e.content_type for e in envelopes] == [
+        "application/json",
+        "application/x-www-form-urlencoded",
+    ]
+    assert envelopes[0].payload == envelopes[1].payload
+    assert envelopes[0].action == "opened"
+    assert dict(records[0].headers)[RecordHeader.TARGET_TYPE] == b"repository"
+
+
+async def test_send_with_a_wrong_secret_reports_the_refusal(ingress: RunningIngress) -> None:
+    result = await run_cli_async(
+        "send", "--example", "ping", "--url", ingress.webhook_url, "--secret", "no"
+    )
+    assert result.returncode == 1
+    assert result.stdout.startswith("401 ")
+    assert await read_topic(ingress.settings) == []
+
+
+def test_send_an_unknown_example_names_the_close_ones() -> None:
+    result = run_cli("send", "--example", "pull_request.nope", "--secret", "x")
+    assert result.returncode == 1
+    assert "no example named 'pull_request.nope'" in result.stderr
+    assert "pull_request.opened" in result.stderr
+
+
+def test_ingress_refuses_to_start_without_a_secret() -> None:
+    result = run_cli("ingress", HOOKSTREAM_WEBHOOK_SECRETS="")
+    assert result.returncode == 2
+    assert "HOOKSTREAM_WEBHOOK_SECRETS" in result.stderr
+    assert "refusing to start" in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["kafka"], ["ingress"], ["dev"], ["send"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: hookstream")
