@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
     settings = Settings()
+    configure_logging(settings.log_level)
     try:
         code: int = args.func(args, settings)
     except (BrokerError, corpus.CorpusError) as exc:

@@ -88,12 +88,11 @@ class EventLog:
         if producer is None:
             raise EventLogUnavailable("event log unavailable: not connected to Kafka yet")
         try:
-            await asyncio.wait_for(
-                producer.send_and_wait(
+            # asyncio.timeout, unlike wait_for, does not wrap the send in a new Task.
+            async with asyncio.timeout(self._timeout):
+                await producer.send_and_wait(
                     self._topic, value=record.value, key=record.key, headers=record.headers
-                ),
-                timeout=self._timeout,
-            )
+                )
         except TimeoutError:
             raise EventLogUnavailable(
                 f"event log unavailable: Kafka did not acknowledge within {self._timeout:g} s"

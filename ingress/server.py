@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _serve(settings: Settings, reuse_port: bool) -> None:
-    configure_logging()
+    configure_logging(settings.log_level)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     web.run_app(
         create_app(settings),

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOOKSTREAM_", frozen=True, extra="ignore")
 
     data_dir: Path = Path("./.hookstream")
+    log_level: str = Field(
+        default="INFO", description="INFO logs one line per delivery; WARNING only problems."
+    )
     cache_dir: Path = Field(
         default=Path("./.cache"),
         description="Where downloaded artifacts live: the Kafka jars and the example corpus.",

@@ -51,12 +51,12 @@ def free_port_pair() -> int:
     raise RuntimeError("no free port pair found")
 
 
-def local_broker(data_dir: Path) -> LocalBroker:
+def local_broker(data_dir: Path, heap: str = "384m") -> LocalBroker:
     settings = Settings(
         data_dir=data_dir,
         cache_dir=CACHE_DIR,
         kafka_bootstrap=f"127.0.0.1:{free_port_pair()}",
-        kafka_heap="384m",
+        kafka_heap=heap,
     )
     return LocalBroker(settings)
 

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
+import aiohttp
 import pytest
 
+from deploy.corpus import Example
+from deploy.send import signed_delivery
 from schemas.envelope import Envelope, RecordHeader
-from tests.conftest import CACHE_DIR, SECRET, RunningIngress, read_topic
+from tests.conftest import (
+    CACHE_DIR,
+    SECRET,
+    RunningIngress,
+    free_port_pair,
+    make_settings,
+    read_topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -90,3 +103,44 @@ def test_every_command_has_help(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: hookstream")
+
+
+async def test_ingress_with_two_processes_serves_and_stops_cleanly(
+    kafka_bootstrap: str, tmp_path: Path, examples: tuple[Example, ...]
+) -> None:
+    settings = make_settings(kafka_bootstrap, tmp_path, ingress_port=free_port_pair())
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deploy.cli", "ingress",
+        env=cli_env(
+            HOOKSTREAM_WEBHOOK_SECRETS=SECRET.decode(),
+            HOOKSTREAM_KAFKA_BOOTSTRAP=kafka_bootstrap,
+            HOOKSTREAM_EVENTS_TOPIC=settings.events_topic,
+            HOOKSTREAM_EVENTS_PARTITIONS=str(settings.events_partitions),
+            HOOKSTREAM_INGRESS_PORT=str(settings.ingress_port),
+            HOOKSTREAM_INGRESS_WORKERS="2",
+        ),
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{settings.ingress_port}"
+    deliveries = [signed_delivery(e.body, e.event, SECRET) for e in examples[:40]]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(150):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{base}/readyz") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.2)
+            for delivery in deliveries:
+                async with session.post(
+                    f"{base}/webhooks/github", data=delivery.body, headers=delivery.headers
+                ) as response:
+                    assert response.status == 202
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()[-2000:]
+    records = await read_topic(settings)
+    assert sorted(dict(r.headers)[RecordHeader.DELIVERY].decode() for r in records) == sorted(
+        d.delivery_id for d in deliveries
+    )
