@@ -70,9 +70,10 @@ def examples() -> tuple[corpus.Example, ...]:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("HOOKSTREAM_TEST_DOCKER") == "1":
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
-        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+        # Confluent Platform 8.1 ships Apache Kafka 4.1, the version the local runtime pins.
+        with KafkaContainer("confluentinc/cp-kafka:8.1.0").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
     if external := os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP"):

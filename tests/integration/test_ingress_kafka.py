@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from deploy.corpus import Example
 from deploy.logs import JsonFormatter
@@ -278,3 +280,30 @@ async def test_missing_secret_refuses_to_build_the_app(tmp_path: Path) -> None:
 
     with pytest.raises(MissingSecret, match="HOOKSTREAM_WEBHOOK_SECRETS"):
         create_app(make_settings("127.0.0.1:1", tmp_path, webhook_secrets=""))
+
+
+async def test_event_log_keeps_records_forever_and_takes_large_ones(
+    ingress: RunningIngress, examples: tuple[Example, ...]
+) -> None:
+    settings = ingress.settings
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, settings.events_topic)]
+        )
+    finally:
+        await admin.close()
+    [(_, _, _, _, entries)] = response.resources
+    configs = {entry[0]: entry[1] for entry in entries}
+    assert configs["retention.ms"] == "-1"
+    assert int(configs["max.message.bytes"]) >= 25 * 1024 * 1024
+
+    # Kafka's default record limit is 1 MB; GitHub sends up to 25 MB.
+    push = dict(next(e for e in examples if e.event == "push").payload)
+    push["padding"] = "x" * (3 * 1024 * 1024)
+    body = orjson.dumps(push)
+    delivery = signed_delivery(body, "push", SECRET)
+    assert (await ingress.post(delivery))[0] == 202
+    [record] = await read_topic(settings)
+    assert record.value == body
