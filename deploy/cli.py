@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -18,8 +19,14 @@ from deploy import corpus
 from deploy.broker import BrokerError, BrokerState, LocalBroker
 from deploy.dev import local_secret, run_dev
 from deploy.logs import configure_logging
+from deploy.replay import ReplayError, replay
 from deploy.send import installation_target, post, signed_delivery
+from processors.triggers.http_dispatch import MissingTargetSecret
+from processors.triggers.rules import TriggerFile, TriggerFileError, load_trigger_file
 from schemas.settings import Settings
+
+# Processors that can run as `hookstream worker NAME`; the others join as they land.
+PROCESSORS = ("triggers",)
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -104,6 +111,41 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     return run_dev(settings)
 
 
+def _load_triggers(settings: Settings) -> TriggerFile:
+    path = settings.triggers_path
+    if path is None:
+        logging.getLogger("hookstream.triggers").warning(
+            "no trigger file (HOOKSTREAM_TRIGGERS_FILE, or ./triggers.yml): nothing will be "
+            "dispatched"
+        )
+        return TriggerFile(workflows={})
+    return load_trigger_file(path)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.triggers.app import create_app
+    from processors.worker import run_worker
+
+    run_worker(create_app(settings, _load_triggers(settings)), settings)
+    return 0
+
+
+def _triggers(args: argparse.Namespace, settings: Settings) -> int:
+    triggers = load_trigger_file(Path(args.file))
+    workflows = triggers.workflows.values()
+    print(
+        f"{args.file}: ok: {len(triggers.workflows)} workflows, "
+        f"{sum(len(w.on) for w in workflows)} triggers, "
+        f"{sum(len(w.commands) for w in workflows)} commands, {len(triggers.targets)} targets"
+    )
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    replay(settings, args.projection)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hookstream",
@@ -140,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--secret", help="signing secret (default: the configured one)")
     send.add_argument("--url", help="ingress URL (default: from HOOKSTREAM_INGRESS_HOST/_PORT)")
     send.set_defaults(func=_send)
+
+    worker = sub.add_parser("worker", help="run one processor (its own Faust app)")
+    worker.add_argument("processor", choices=PROCESSORS)
+    worker.set_defaults(func=_worker)
+
+    triggers = sub.add_parser("triggers", help="work with trigger files")
+    triggers_sub = triggers.add_subparsers(dest="triggers_command", required=True)
+    check = triggers_sub.add_parser("check", help="validate a trigger file; errors name the line")
+    check.add_argument("file")
+    check.set_defaults(func=_triggers)
+
+    replay_parser = sub.add_parser(
+        "replay", help="rebuild a projection from the start of github.events (effects off)"
+    )
+    replay_parser.add_argument("projection", choices=PROCESSORS)
+    replay_parser.set_defaults(func=_replay)
     return parser
 
 
@@ -149,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         code: int = args.func(args, settings)
-    except (BrokerError, corpus.CorpusError) as exc:
+    except (
+        BrokerError,
+        corpus.CorpusError,
+        TriggerFileError,
+        ReplayError,
+        MissingTargetSecret,
+    ) as exc:
         print(f"hookstream: {exc}", file=sys.stderr)
         return 1
     return code

@@ -14,29 +14,40 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from deploy.broker import BrokerState, LocalBroker
 from schemas.settings import Settings
 
 # Commands started under `dev`; the workers join this list as their processors land.
-CHILDREN: tuple[tuple[str, ...], ...] = (("ingress",),)
+CHILDREN: tuple[tuple[str, ...], ...] = (("ingress",), ("worker", "triggers"))
+
+
+def _generated(path: Path, create: bool) -> bytes | None:
+    if path.exists():
+        return path.read_text().strip().encode()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
+    return value.encode()
 
 
 def local_secret(settings: Settings, *, create: bool) -> bytes | None:
     """The configured secret, else the one generated into the data dir (made if asked)."""
     if settings.secrets:
         return settings.secrets[0]
-    path = settings.generated_secret_file
-    if path.exists():
-        return path.read_text().strip().encode()
-    if not create:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_hex(32)
-    path.touch(mode=0o600)
-    path.write_text(secret + "\n")
-    return secret.encode()
+    return _generated(settings.generated_secret_file, create)
+
+
+def local_runner_token(settings: Settings, *, create: bool) -> bytes | None:
+    """The configured runner token, else one generated into the data dir."""
+    if settings.runner_token_list:
+        return settings.runner_token_list[0]
+    return _generated(settings.data_dir / "runner-token", create)
 
 
 def run_dev(settings: Settings) -> int:
@@ -50,8 +61,14 @@ def run_dev(settings: Settings) -> int:
             started_broker = True
         print(broker.up(), flush=True)
     secret = local_secret(settings, create=True)
+    token = local_runner_token(settings, create=True)
     assert secret is not None
-    env = dict(os.environ, HOOKSTREAM_WEBHOOK_SECRETS=secret.decode())
+    assert token is not None
+    env = dict(
+        os.environ,
+        HOOKSTREAM_WEBHOOK_SECRETS=secret.decode(),
+        HOOKSTREAM_RUNNER_TOKENS=token.decode(),
+    )
     hookstream = [sys.executable, "-m", "deploy.cli"]
     children = [
         subprocess.Popen([*hookstream, *args], env=env, start_new_session=True) for args in CHILDREN
@@ -61,6 +78,8 @@ def run_dev(settings: Settings) -> int:
         f"\nhookstream is running.\n"
         f"  webhook URL:    {url}\n"
         f"  webhook secret: {secret.decode()}  (stored in {settings.generated_secret_file})\n"
+        f"  runner token:   {token.decode()}  (POST /v1/runs/<id>/status, Bearer)\n"
+        f"  triggers:       {settings.triggers_path or 'none (create ./triggers.yml)'}\n"
         f"  try it:         hookstream send --example pull_request.opened\n"
         f"  metrics:        http://{settings.ingress_host}:{settings.ingress_port}/metrics\n"
         f"Ctrl-C stops everything.\n",

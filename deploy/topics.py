@@ -40,9 +40,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             log_configs,
         ),
         # Dead letters keep the failed record whole, so they need the same size limit.
+        TopicSpec(settings.dlq_topic, 1, settings.kafka_replication_factor, log_configs),
+        # Dispatches and run reports are small and kept as long as the event log: they
+        # are the record of what ran, and the check-run processor replays them.
         TopicSpec(
-            settings.dlq_topic,
-            1,
+            settings.dispatch_topic,
+            settings.dispatch_partitions,
+            settings.kafka_replication_factor,
+            log_configs,
+        ),
+        TopicSpec(settings.dispatch_dlq_topic, 1, settings.kafka_replication_factor, log_configs),
+        TopicSpec(
+            settings.run_status_topic,
+            settings.dispatch_partitions,
             settings.kafka_replication_factor,
             log_configs,
         ),

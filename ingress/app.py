@@ -17,6 +17,7 @@ from aiohttp import web
 from ingress.delivery import Rejection, accept_body, inspect_headers
 from ingress.event_log import EventLog, EventLogUnavailable
 from ingress.metrics import UNVERIFIED_EVENT, IngressMetrics
+from ingress.run_status import MAX_REPORT_BYTES, authorize_runner, parse_report
 from ingress.signature import SignatureVerifier
 from schemas.envelope import utc_now
 from schemas.settings import Settings
@@ -40,8 +41,10 @@ class MissingSecret(RuntimeError):
         )
 
 
-def _json(status: int, body: dict[str, str]) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+def _json(status: int, body: dict[str, str], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
@@ -99,6 +102,35 @@ async def receive_webhook(request: web.Request) -> web.Response:
     return response
 
 
+async def receive_run_status(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    run_id = request.match_info["run_id"]
+    try:
+        authorize_runner(request.headers.get("Authorization"), settings.runner_token_list)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise Rejection(413, "too_large", "report too large") from None
+        if len(body) > MAX_REPORT_BYTES:
+            raise Rejection(413, "too_large", f"report exceeds {MAX_REPORT_BYTES} bytes")
+        record = parse_report(run_id, request.headers.get("Content-Type", ""), body, utc_now())
+        try:
+            await app[EVENT_LOG].publish(
+                settings.run_status_topic, run_id.encode(), record.to_json(), []
+            )
+        except EventLogUnavailable as exc:
+            raise Rejection(503, "unavailable", str(exc)) from None
+    except Rejection as rejection:
+        headers = {"WWW-Authenticate": "Bearer"} if rejection.status == 401 else None
+        return _json(
+            rejection.status,
+            {"error": rejection.reason, "message": rejection.message},
+            headers,
+        )
+    return _json(202, {"run": run_id, "status": record.status})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return _json(200, {"status": "ok"})
 
@@ -133,6 +165,7 @@ def create_app(settings: Settings, event_log: EventLog | None = None) -> web.App
     app[EVENT_LOG] = event_log or EventLog(settings)
     app.cleanup_ctx.append(_event_log_lifecycle)
     app.router.add_post(WEBHOOK_PATH, receive_webhook)
+    app.router.add_post("/v1/runs/{run_id}/status", receive_run_status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

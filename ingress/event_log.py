@@ -84,15 +84,19 @@ class EventLog:
 
     async def append(self, record: EventRecord) -> None:
         """Return only once the broker acknowledged ``record`` with acks=all."""
+        await self.publish(self._topic, record.key, record.value, record.headers)
+
+    async def publish(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Write one record to ``topic``; returns once acknowledged, or raises."""
         producer = self._producer
         if producer is None:
             raise EventLogUnavailable("event log unavailable: not connected to Kafka yet")
         try:
             # asyncio.timeout, unlike wait_for, does not wrap the send in a new Task.
             async with asyncio.timeout(self._timeout):
-                await producer.send_and_wait(
-                    self._topic, value=record.value, key=record.key, headers=record.headers
-                )
+                await producer.send_and_wait(topic, value=value, key=key, headers=headers)
         except TimeoutError:
             raise EventLogUnavailable(
                 f"event log unavailable: Kafka did not acknowledge within {self._timeout:g} s"

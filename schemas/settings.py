@@ -58,6 +58,37 @@ class Settings(BaseSettings):
         description="Deadline for the broker's acknowledgement; keeps answers under GitHub's 10 s.",
     )
 
+    # --- processors ----------------------------------------------------------------------
+    group_prefix: str = Field(
+        default="hookstream",
+        description="Prefix of each processor's Faust app id, i.e. its consumer group.",
+    )
+    dispatch_topic: str = "hookstream.dispatch"
+    run_status_topic: str = "hookstream.run-status"
+    dispatch_partitions: int = Field(default=6, ge=1)
+    triggers_file: Path | None = Field(
+        default=None, description="The trigger file; ./triggers.yml when present."
+    )
+    runner_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer tokens runners use to report status (comma-separated, rotation).",
+    )
+    replay: bool = Field(
+        default=False, description="Set by `hookstream replay`: effectors (HTTP, GitHub) are off."
+    )
+
+    @property
+    def triggers_path(self) -> Path | None:
+        if self.triggers_file is not None:
+            return self.triggers_file
+        default = Path("triggers.yml")
+        return default if default.exists() else None
+
+    @cached_property
+    def runner_token_list(self) -> tuple[bytes, ...]:
+        raw = self.runner_tokens.get_secret_value()
+        return tuple(t.strip().encode() for t in raw.split(",") if t.strip())
+
     @cached_property
     def secrets(self) -> tuple[bytes, ...]:
         """The accepted webhook secrets, in the order given (the first one signs)."""
@@ -80,3 +111,11 @@ class Settings(BaseSettings):
     @property
     def dlq_topic(self) -> str:
         return f"{self.events_topic}.dlq"
+
+    @property
+    def dispatch_dlq_topic(self) -> str:
+        return f"{self.dispatch_topic}.dlq"
+
+    def app_id(self, processor: str) -> str:
+        """Faust app id (= consumer group) of one processor."""
+        return f"{self.group_prefix}-{processor}"

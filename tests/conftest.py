@@ -97,6 +97,11 @@ def make_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         "cache_dir": CACHE_DIR,
         "kafka_bootstrap": bootstrap,
         "events_topic": unique_topic(),
+        "dispatch_topic": f"hookstream.dispatch.{uuid.uuid4().hex[:10]}",
+        "run_status_topic": f"hookstream.run-status.{uuid.uuid4().hex[:10]}",
+        "dispatch_partitions": 3,
+        "group_prefix": f"test-{uuid.uuid4().hex[:10]}",
+        "runner_tokens": "runner-token",
         "events_partitions": 3,
         "webhook_secrets": SECRET.decode(),
         "ingress_produce_timeout_s": 5.0,
@@ -159,21 +164,24 @@ async def ingress(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Running
     await stop_ingress(server, running)
 
 
-async def read_topic(settings: Settings) -> list[Any]:
-    """Every record of the events topic from the beginning up to its current end."""
+async def read_topic(
+    settings: Settings, topic: str | None = None, partitions: int | None = None
+) -> list[Any]:
+    """Every record of a topic (the event log by default) from its beginning to its end."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
     )
     await consumer.start()
     try:
-        topic = settings.events_topic
-        partitions = [TopicPartition(topic, p) for p in range(settings.events_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
+        topic = topic or settings.events_topic
+        count = partitions or (settings.events_partitions if topic == settings.events_topic else 1)
+        partitions_ = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(partitions_)
+        await consumer.seek_to_beginning(*partitions_)
+        end = await consumer.end_offsets(partitions_)
         records: list[Any] = []
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(*partitions, timeout_ms=1000)
+        while [tp for tp in partitions_ if await consumer.position(tp) < end[tp]]:
+            batch = await consumer.getmany(*partitions_, timeout_ms=1000)
             for tp_records in batch.values():
                 records.extend(tp_records)
         return records

@@ -1,0 +1,56 @@
+"""Runner status reports over HTTP (``POST /v1/runs/{run_id}/status``), without I/O.
+
+Runners authenticate with a bearer token (``HOOKSTREAM_RUNNER_TOKENS``); a report is
+validated against :class:`schemas.run_status.RunStatus` and recorded as is on
+``hookstream.run-status``. Failures raise :class:`ingress.delivery.Rejection`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from ingress.delivery import Rejection
+from schemas.envelope import JSON_CONTENT_TYPE
+from schemas.run_status import RUN_ID_PATTERN, RunStatus, RunStatusRecord
+
+MAX_REPORT_BYTES = 1024 * 1024
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+
+
+def authorize_runner(authorization: str | None, tokens: tuple[bytes, ...]) -> None:
+    if not tokens:
+        raise Rejection(
+            404,
+            "disabled",
+            "runner status reports are off: set HOOKSTREAM_RUNNER_TOKENS to enable them",
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Rejection(401, "unauthorized", "missing 'Authorization: Bearer <token>' header")
+    # Compare against every token, without an early exit, like webhook secrets.
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(token, given.strip().encode())
+    if not matched:
+        raise Rejection(401, "unauthorized", "unknown runner token")
+
+
+def parse_report(
+    run_id: str, content_type: str, body: bytes, received_at: datetime
+) -> RunStatusRecord:
+    if not _RUN_ID.match(run_id):
+        raise Rejection(400, "bad_run_id", "run id must be 1-128 of [A-Za-z0-9._:-]")
+    if content_type.split(";", 1)[0].strip().lower() != JSON_CONTENT_TYPE:
+        raise Rejection(415, "unsupported_media_type", "content type must be application/json")
+    try:
+        report = RunStatus.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise Rejection(400, "bad_report", problems) from None
+    return RunStatusRecord(**report.model_dump(), run_id=run_id, received_at=received_at)

@@ -1,0 +1,31 @@
+"""Dead letters: a record a processor cannot handle goes to ``<topic>.dlq``, whole.
+
+The value and the original headers are kept byte for byte, so a fixed processor can
+take the record back (``hookstream dlq retry``); the error travels in headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+ERROR_HEADER = "x-hookstream-error"
+PROCESSOR_HEADER = "x-hookstream-processor"
+SOURCE_HEADER = "x-hookstream-source"
+MAX_ERROR_CHARS = 2000
+
+
+def dead_letter_headers(
+    original: Iterable[tuple[str, bytes]],
+    *,
+    processor: str,
+    error: BaseException | str,
+    source: str,
+) -> list[tuple[str, bytes]]:
+    """The original headers plus what failed, where, and on which record."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return [
+        *original,
+        (ERROR_HEADER, text[:MAX_ERROR_CHARS].encode()),
+        (PROCESSOR_HEADER, processor.encode()),
+        (SOURCE_HEADER, source.encode()),
+    ]

@@ -1,0 +1,162 @@
+"""The triggers worker: a Faust app of its own (``hookstream worker triggers``).
+
+Two agents, each a short loop:
+
+- ``match_deliveries`` reads ``github.events``, asks the matcher, and emits each new
+  dispatch request to ``hookstream.dispatch`` keyed by its id. The ids it emitted live
+  in a changelog-backed table, so a redelivery, a restart or a replay emits nothing twice.
+- ``deliver_http`` reads ``hookstream.dispatch`` and hands requests with HTTP targets
+  to the :class:`HttpDispatcher`; a record is acknowledged (its offset may be committed)
+  only once every target has it or its dead letter is written. Off during a replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+import faust
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+from mode import Service
+
+from processors.dead_letter import dead_letter_headers
+from processors.triggers.http_dispatch import DeadLetter, HttpDispatcher
+from processors.triggers.matcher import Matcher
+from processors.triggers.rules import TriggerFile
+from schemas.dispatch import DispatchRequest
+from schemas.envelope import Envelope
+from schemas.settings import Settings
+
+log = logging.getLogger("hookstream.triggers")
+
+PROCESSOR = "triggers"
+EMITTED = b"1"
+
+
+def record_headers(
+    headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None,
+) -> list[tuple[str, bytes]]:
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """A topic of bytes: the processors read and write exact bytes, never re-encode."""
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
+    datadir = settings.data_dir / "faust" / PROCESSOR
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id(PROCESSOR),
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        # The table shares the event log's partitioning: a delivery and its dispatch ids
+        # are always on the same partition, so each worker owns the ids it checks.
+        topic_partitions=settings.events_partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+    matcher = Matcher(triggers)
+    events = raw_topic(app, settings.events_topic)
+    dispatches = raw_topic(app, settings.dispatch_topic)
+    events_dlq = raw_topic(app, settings.dlq_topic)
+    dispatch_dlq = raw_topic(app, settings.dispatch_dlq_topic)
+    emitted = app.Table(
+        "emitted-dispatches",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.events_partitions,
+        help="Dispatch ids already emitted (never expires: replays must stay harmless).",
+    )
+
+    async def write_dead_letter(letter: DeadLetter) -> None:
+        await dispatch_dlq.send(
+            key=letter.request.dispatch_id.encode(),
+            value=letter.body,
+            headers=dead_letter_headers(
+                [("x-hookstream-target", letter.target.encode()),
+                 ("x-hookstream-attempts", str(letter.attempts).encode())],
+                processor=PROCESSOR,
+                error=letter.error,
+                source=settings.dispatch_topic,
+            ),
+        )  # fmt: skip
+
+    dispatcher = HttpDispatcher(triggers.targets, write_dead_letter)
+
+    @app.agent(events, name="match-deliveries")
+    async def match_deliveries(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            headers = record_headers(message.headers)
+            try:
+                envelope = Envelope.from_record(
+                    headers, message.value, key=message.key,
+                    topic=message.topic, partition=message.partition, offset=message.offset,
+                )  # fmt: skip
+                result = matcher.match(envelope)
+            except Exception as exc:  # any record the matcher cannot read: park it, go on
+                log.warning("dead-lettering %s@%d: %s", message.tp, message.offset, exc)
+                await (
+                    await events_dlq.send(
+                        key=message.key,
+                        value=message.value,
+                        headers=dead_letter_headers(
+                            headers, processor=PROCESSOR, error=exc,
+                            source=f"{message.topic}/{message.partition}/{message.offset}",
+                        ),
+                    )
+                )  # fmt: skip
+                continue
+            for refusal in result.refusals:
+                log.info("command /%s refused: %s", refusal.command, refusal.reason)
+            for request in result.dispatches:
+                key = request.dispatch_id.encode()
+                if emitted.get(key) is not None:
+                    continue
+                # Wait for Kafka's ack before remembering the id: a crash in between
+                # re-emits (same id) rather than losing the dispatch.
+                await (await dispatches.send(key=key, value=request.to_json()))
+                emitted[key] = EMITTED
+
+    @app.agent(dispatches, name="deliver-http")
+    async def deliver_http(stream: StreamT[bytes]) -> None:
+        manual = cast("Stream[bytes]", stream).noack()
+        async for event in manual.events():
+            if settings.replay:
+                await manual.ack(event)
+                continue
+            request = DispatchRequest.from_json(event.message.value)
+            await dispatcher.submit(request, event.message.value, _acker(manual, event))
+
+    app.add_dependency(_Stopping(dispatcher))
+    return app
+
+
+class _Stopping(Service):
+    """Stops the dispatcher (draining its queues) when the worker stops."""
+
+    def __init__(self, dispatcher: HttpDispatcher) -> None:
+        super().__init__()
+        self.dispatcher = dispatcher
+
+    async def on_stop(self) -> None:
+        await self.dispatcher.stop()
+
+
+def _acker(stream: StreamT[bytes], event: EventT[bytes]) -> Any:
+    async def ack() -> None:
+        await stream.ack(event)
+
+    return ack

@@ -1,0 +1,18 @@
+"""Running a processor's Faust app as a worker process (``hookstream worker NAME``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from deploy.topics import ensure_topics, topic_specs
+from schemas.settings import Settings
+
+
+def run_worker(app: faust.App, settings: Settings) -> None:
+    """Create the project's topics if missing, then run ``app`` until SIGINT/SIGTERM."""
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
+    level = logging.getLevelName(settings.log_level.upper())
+    faust.Worker(app, loglevel=level, quiet=True).execute_from_commandline()

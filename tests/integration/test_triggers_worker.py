@@ -1,0 +1,324 @@
+"""The triggers worker end to end: ingress, real broker, Faust worker, HTTP targets.
+
+Deliveries go in through the ingress; the worker runs as ``hookstream worker triggers``
+in its own process, exactly as in production; HTTP targets are local aiohttp servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import hmac
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from deploy.corpus import Example
+from deploy.replay import Horizon, caught_up
+from deploy.send import SignedDelivery, signed_delivery
+from processors.dead_letter import ERROR_HEADER
+from schemas.dispatch import dispatch_id
+from schemas.envelope import RecordHeader
+from schemas.settings import Settings
+from tests.conftest import CACHE_DIR, SECRET, RunningIngress, read_topic
+
+pytestmark = pytest.mark.integration
+
+TARGET_SECRETS = {"FLAKY_SECRET": "flaky-s3cret", "BROKEN_SECRET": "broken-s3cret",
+                  "STEADY_SECRET": "steady-s3cret"}  # fmt: skip
+
+
+@dataclass
+class Target:
+    """A local HTTP target: fails the first ``failures`` attempts of each dispatch."""
+
+    secret: bytes
+    failures: int = 0
+    always_fail: bool = False
+    delay_s: float = 0.0
+    attempts: Counter[str] = field(default_factory=Counter)
+    received: dict[str, float] = field(default_factory=dict)
+    bad_signatures: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+        if request.headers.get("X-Hookstream-Signature-256") != expected:
+            self.bad_signatures += 1
+        key = request.headers["Idempotency-Key"]
+        assert orjson.loads(body)["dispatch_id"] == key
+        self.attempts[key] += 1
+        await asyncio.sleep(self.delay_s)
+        if self.always_fail or self.attempts[key] <= self.failures:
+            return web.Response(status=503, headers={"Retry-After": "0"})
+        self.received.setdefault(key, time.time())
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def targets() -> AsyncIterator[dict[str, tuple[Target, str]]]:
+    made = {
+        "flaky": Target(b"flaky-s3cret", failures=2),
+        "broken": Target(b"broken-s3cret", always_fail=True, delay_s=0.3),
+        "steady": Target(b"steady-s3cret"),
+    }
+    servers = []
+    urls = {}
+    for name, target in made.items():
+        app = web.Application()
+        app.router.add_post("/dispatch", target.handle)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        urls[name] = (target, f"http://127.0.0.1:{server.port}/dispatch")
+    yield urls
+    for server in servers:
+        await server.close()
+
+
+def trigger_file(path: Path, urls: dict[str, tuple[Target, str]]) -> Path:
+    path.write_text(f"""
+targets:
+  flaky: {{url: "{urls["flaky"][1]}", secret_env: FLAKY_SECRET, backoff_s: 0.05}}
+  broken: {{url: "{urls["broken"][1]}", secret_env: BROKEN_SECRET, max_attempts: 3,
+           backoff_s: 0.2}}
+  steady: {{url: "{urls["steady"][1]}", secret_env: STEADY_SECRET}}
+workflows:
+  pr-checks:
+    on: ["github:*/*:pull_request.opened"]
+    targets: [flaky]
+  build-main:
+    on:
+      - event: github:*/*:push.branch
+        branches: [master]
+    targets: [broken, steady]
+  deploy:
+    commands:
+      - command: deploy
+    targets: [steady]
+""")
+    return path
+
+
+def worker_env(settings: Settings, triggers: Path) -> dict[str, str]:
+    return dict(
+        os.environ,
+        **TARGET_SECRETS,
+        HOOKSTREAM_CACHE_DIR=str(CACHE_DIR),
+        HOOKSTREAM_DATA_DIR=str(settings.data_dir),
+        HOOKSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        HOOKSTREAM_EVENTS_TOPIC=settings.events_topic,
+        HOOKSTREAM_EVENTS_PARTITIONS=str(settings.events_partitions),
+        HOOKSTREAM_DISPATCH_TOPIC=settings.dispatch_topic,
+        HOOKSTREAM_RUN_STATUS_TOPIC=settings.run_status_topic,
+        HOOKSTREAM_DISPATCH_PARTITIONS=str(settings.dispatch_partitions),
+        HOOKSTREAM_GROUP_PREFIX=settings.group_prefix,
+        HOOKSTREAM_TRIGGERS_FILE=str(triggers),
+        HOOKSTREAM_LOG_LEVEL="WARNING",
+    )
+
+
+async def start_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deploy.cli", "worker", "triggers",
+        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def eventually(check: Any, what: str, within: float = 120.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.5)
+
+
+async def wait_caught_up(settings: Settings) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.events_partitions)]
+        end = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    horizon = Horizon(settings.app_id("triggers"), end)
+    await eventually(lambda: caught_up(settings, horizon), "the worker to read the whole log")
+
+
+def deliveries(examples: tuple[Example, ...]) -> list[SignedDelivery]:
+    by_name = {e.name: e for e in examples}
+
+    def comment(body: str, association: str) -> bytes:
+        payload = copy.deepcopy(by_name["issue_comment.created"].payload)
+        payload["comment"].update(body=body, author_association=association)
+        payload["issue"]["pull_request"] = {"url": "https://api.github.com/x"}
+        return orjson.dumps(payload)
+
+    return [
+        signed_delivery(by_name["pull_request.opened"].body, "pull_request", SECRET),
+        signed_delivery(by_name["pull_request.opened#2"].body, "pull_request", SECRET),
+        signed_delivery(by_name["push#5"].body, "push", SECRET),
+        signed_delivery(by_name["push#6"].body, "push", SECRET),
+        signed_delivery(by_name["issues.opened"].body, "issues", SECRET),
+        signed_delivery(comment("/deploy staging", "OWNER"), "issue_comment", SECRET),
+        signed_delivery(comment("/deploy prod", "NONE"), "issue_comment", SECRET),
+    ]
+
+
+async def poison(settings: Settings) -> None:
+    """A record the ingress would refuse, written straight to the log: not JSON."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.events_topic,
+            b"\xff not json",
+            key=b"1",
+            headers=[(RecordHeader.EVENT, b"push"), (RecordHeader.DELIVERY, b"poison-1")],
+        )
+    finally:
+        await producer.stop()
+
+
+async def test_deliveries_dispatch_exactly_once_through_redelivery_and_replay(
+    ingress: RunningIngress,
+    examples: tuple[Example, ...],
+    targets: dict[str, tuple[Target, str]],
+    tmp_path: Path,
+) -> None:
+    settings = ingress.settings
+    env = worker_env(settings, trigger_file(tmp_path / "triggers.yml", targets))
+    log = tmp_path / "worker.log"
+    sent = deliveries(examples)
+    expected = {
+        dispatch_id("1", sent[0].delivery_id, "pr-checks"): "pr-checks",
+        dispatch_id("1", sent[1].delivery_id, "pr-checks"): "pr-checks",
+        dispatch_id("1", sent[2].delivery_id, "build-main"): "build-main",
+        dispatch_id("1", sent[3].delivery_id, "build-main"): "build-main",
+        dispatch_id("1", sent[5].delivery_id, "deploy"): "deploy",
+    }
+
+    async def dispatched() -> list[Any]:
+        return await read_topic(settings, settings.dispatch_topic, settings.dispatch_partitions)
+
+    await poison(settings)
+    for delivery in sent:
+        assert (await ingress.post(delivery))[0] == 202
+    worker = await start_worker(env, log)
+    try:
+        await eventually(lambda: _count_at_least(dispatched, len(expected)), "the dispatches")
+        await wait_caught_up(settings)
+        records = await dispatched()
+        assert {r.key.decode(): orjson.loads(r.value)["workflow"] for r in records} == expected
+        assert len(records) == len(expected)
+        command = next(orjson.loads(r.value) for r in records if r.key.decode() in expected
+                       and expected[r.key.decode()] == "deploy")  # fmt: skip
+        assert command["variables"]["ARGS"] == "staging"
+
+        # The poison record is parked with its error; everything after it was projected.
+        [dead] = await read_topic(settings, settings.dlq_topic)
+        assert dead.value == b"\xff not json"
+        assert b"PayloadError" in dict(dead.headers)[ERROR_HEADER]
+
+        # HTTP: flaky gets each dispatch exactly once after two failures; broken ends in
+        # the DLQ; steady gets its dispatches while broken is still being retried.
+        flaky, steady, broken = (targets[n][0] for n in ("flaky", "steady", "broken"))
+        await eventually(lambda: _len_at_least(flaky.received, 2), "flaky's dispatches")
+        await eventually(lambda: _len_at_least(steady.received, 3), "steady's dispatches")
+
+        async def dead_letters() -> list[Any]:
+            return await read_topic(settings, settings.dispatch_dlq_topic)
+
+        await eventually(lambda: _count_at_least(dead_letters, 2), "broken's dead letters")
+        assert set(flaky.attempts.values()) == {3}
+        assert set(flaky.received) == {k for k, w in expected.items() if w == "pr-checks"}
+        for target in (flaky, steady, broken):
+            assert target.bad_signatures == 0
+        letters = await dead_letters()
+        assert {dict(r.headers)["x-hookstream-target"] for r in letters} == {b"broken"}
+        assert set(broken.attempts.values()) == {3}
+        for letter in letters:
+            key = letter.key.decode()
+            assert expected[key] == "build-main"
+            assert steady.received[key] * 1000 < letter.timestamp  # steady was not held up
+
+        # Redelivery of everything: no new dispatch.
+        for delivery in sent:
+            assert (await ingress.post(delivery))[0] == 202
+        await wait_caught_up(settings)
+        assert len(await dispatched()) == len(expected)
+    finally:
+        await stop(worker)
+
+    # Replay: the whole log again, effects off: no new dispatch, no HTTP call.
+    calls_before = sum(sum(t.attempts.values()) for t, _ in targets.values())
+    replay = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deploy.cli", "replay", "triggers",
+        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert await asyncio.wait_for(replay.wait(), 240) == 0, log.read_text()[-3000:]
+    assert len(await dispatched()) == len(expected)
+    assert sum(sum(t.attempts.values()) for t, _ in targets.values()) == calls_before
+
+
+async def _count_at_least(read: Any, n: int) -> bool:
+    return len(await read()) >= n
+
+
+async def _len_at_least(collection: dict[str, float], n: int) -> bool:
+    return len(collection) >= n
+
+
+def test_worker_refuses_an_invalid_trigger_file(tmp_path: Path) -> None:
+    bad = tmp_path / "triggers.yml"
+    bad.write_text("workflows:\n  w:\n    on: ['nonsense']\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "worker", "triggers"],
+        env=dict(os.environ, HOOKSTREAM_TRIGGERS_FILE=str(bad)),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"{bad}:3: workflows.w.on.0.event: 'nonsense' is not a trigger" in result.stderr
+
+
+def test_worker_refuses_a_target_without_its_secret(tmp_path: Path) -> None:
+    path = tmp_path / "triggers.yml"
+    path.write_text(
+        "targets:\n  t: {url: 'http://127.0.0.1:9/x', secret_env: UNSET_SECRET_X}\n"
+        "workflows:\n  w:\n    on: ['github:*/*:push']\n    targets: [t]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "UNSET_SECRET_X"}
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "worker", "triggers"],
+        env=dict(env, HOOKSTREAM_TRIGGERS_FILE=str(path)),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "UNSET_SECRET_X is not set" in result.stderr
