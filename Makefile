@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HOOKSTREAM_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: run test lint bench bench-ingress kafka-up kafka-down kafka-jars test-data venv clean
+.PHONY: run test lint bench bench-ingress bench-triggers kafka-up kafka-down kafka-jars test-data venv clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -38,11 +38,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: bench-ingress
+bench: bench-ingress bench-triggers
 
 bench-ingress: $(STAMP) kafka-jars test-data
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m tests.bench.ingress
+
+bench-triggers: $(STAMP) kafka-jars test-data
+	$(BIN)/python -m tests.bench.triggers
 
 clean:
 	rm -rf $(VENV) .cache .hookstream .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from schemas.settings import Settings
 
@@ -83,6 +84,10 @@ async def caught_up(settings: Settings, horizon: Horizon) -> bool:
         committed = await admin.list_consumer_group_offsets(
             horizon.group, partitions=list(horizon.end)
         )
+    except KafkaError as exc:
+        if exc.retriable:  # e.g. the coordinator of a brand-new broker is still loading
+            return False
+        raise
     finally:
         await admin.close()
     return all(

@@ -82,6 +82,7 @@ def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
 
     async def write_dead_letter(letter: DeadLetter) -> None:
         await dispatch_dlq.send(
+            force=True,
             key=letter.request.dispatch_id.encode(),
             value=letter.body,
             headers=dead_letter_headers(
@@ -116,6 +117,7 @@ def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
                             headers, processor=PROCESSOR, error=exc,
                             source=f"{message.topic}/{message.partition}/{message.offset}",
                         ),
+                        force=True,
                     )
                 )  # fmt: skip
                 continue
@@ -125,9 +127,10 @@ def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
                 key = request.dispatch_id.encode()
                 if emitted.get(key) is not None:
                     continue
-                # Wait for Kafka's ack before remembering the id: a crash in between
-                # re-emits (same id) rather than losing the dispatch.
-                await (await dispatches.send(key=key, value=request.to_json()))
+                # Sent now (force: not attached to the offset commit) and acknowledged
+                # before the id is remembered: a crash in between re-emits the same id,
+                # which consumers drop, rather than losing the dispatch.
+                await (await dispatches.send(key=key, value=request.to_json(), force=True))
                 emitted[key] = EMITTED
 
     @app.agent(dispatches, name="deliver-http")

@@ -27,6 +27,13 @@ from schemas.envelope import Envelope
 COMMAND_LINE = re.compile(r"^/(?P<name>[a-z0-9][a-z0-9_-]*)(?:[ \t]+(?P<args>.*))?$")
 
 
+_Indexed = tuple[int, str, TriggerSpec]  # (order in the file, workflow, trigger)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
 @cache
 def _glob(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
     return re.compile(translate(pattern), re.IGNORECASE if ignore_case else 0)
@@ -177,23 +184,35 @@ class Matcher:
     def __init__(self, triggers: TriggerFile, authorizer: Authorizer | None = None) -> None:
         self.triggers = triggers
         self.authorizer = authorizer or Authorizer()
-        # Index by event name so a delivery is only compared with triggers that can match.
-        self._by_event: dict[str, list[tuple[str, TriggerSpec]]] = defaultdict(list)
+        # Index by event name and, where the pattern names them literally, by owner and
+        # repository: a delivery is only compared with triggers that can match it.
+        self._index: dict[tuple[str, str | None, str | None], list[_Indexed]] = defaultdict(list)
         self._commands: dict[str, list[tuple[str, CommandSpec]]] = defaultdict(list)
+        order = 0
         for name, workflow in triggers.workflows.items():
             for trigger in workflow.on:
-                self._by_event[trigger.parts[2]].append((name, trigger))
+                owner, repo, event, _ = trigger.parts
+                owner_key = owner.lower() if not _is_glob(owner) else None
+                repo_key = repo.lower() if owner_key and not _is_glob(repo) else None
+                self._index[(event, owner_key, repo_key)].append((order, name, trigger))
+                order += 1
             for command in workflow.commands:
                 self._commands[command.command].append((name, command))
+        self._events = {event for event, _, _ in self._index}
 
     def match(self, envelope: Envelope) -> MatchResult:
         result = MatchResult()
-        candidates = self._by_event.get(envelope.event)
         is_command = envelope.event == "issue_comment" and envelope.action == "created"
-        if not candidates and not is_command:
+        if envelope.event not in self._events and not is_command:
             return result
         facts = EventFacts.of(envelope)
-        for workflow, trigger in candidates or ():
+        owner, repo = facts.owner.lower(), facts.repo.lower()
+        candidates = sorted(
+            self._index.get((envelope.event, owner, repo), [])
+            + self._index.get((envelope.event, owner, None), [])
+            + self._index.get((envelope.event, None, None), [])
+        )
+        for _, workflow, trigger in candidates:
             if trigger_matches(trigger, facts):
                 result.add(self._request(envelope, facts, workflow, trigger.event))
         if is_command:
