@@ -102,3 +102,10 @@ def test_triggers_check_command(tmp_path: Path) -> None:
     result = run_check(tmp_path / "missing.yml")
     assert result.returncode == 1
     assert "cannot read" in result.stderr
+
+
+def test_the_readme_example_is_a_valid_trigger_file() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    triggers = parse_trigger_file(example, "README.md")
+    assert set(triggers.workflows) == {"deploy-api", "release", "pr-checks", "deploy"}
