@@ -1,24 +1,8 @@
 """The trigger file: which GitHub events and ChatOps commands start which workflows.
 
-A YAML file (``HOOKSTREAM_TRIGGERS_FILE``) validated with pydantic. Every mistake is
-reported with its line, so ``hookstream triggers check`` can point at it::
-
-    targets:
-      ci:
-        url: https://ci.example.com/hookstream
-        secret_env: CI_DISPATCH_SECRET
-    workflows:
-      deploy-api:
-        on:
-          - github:acme/api:pull_request.merged
-          - event: github:acme/api:push
-            branches: [main]
-            paths: ["services/api/*"]
-        targets: [ci]
-      deploy:
-        commands:
-          - command: deploy
-            repositories: ["acme/*"]
+A YAML file (``HOOKSTREAM_TRIGGERS_FILE``) validated with pydantic; the README has the
+full reference and an example. Every mistake is reported with its line, so
+``hookstream triggers check`` can point at it.
 """
 
 from __future__ import annotations
