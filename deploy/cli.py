@@ -26,7 +26,7 @@ from processors.triggers.rules import TriggerFile, TriggerFileError, load_trigge
 from schemas.settings import Settings
 
 # Processors that can run as `hookstream worker NAME`; the others join as they land.
-PROCESSORS = ("triggers",)
+PROCESSORS = ("insights", "triggers")
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -123,10 +123,45 @@ def _load_triggers(settings: Settings) -> TriggerFile:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from processors.triggers.app import create_app
     from processors.worker import run_worker
 
-    run_worker(create_app(settings, _load_triggers(settings)), settings)
+    if args.processor == "insights":
+        from processors.insights.app import create_app as insights_app
+
+        run_worker(insights_app(settings), settings)
+    else:
+        from processors.triggers.app import create_app as triggers_app
+
+        run_worker(triggers_app(settings, _load_triggers(settings)), settings)
+    return 0
+
+
+def _sql(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.query import (
+        QueryError,
+        QueryServiceUnavailable,
+        query_service,
+        render,
+        run_readonly,
+    )
+    from projections.sink import connect
+
+    try:
+        try:
+            if not settings.embedded:
+                raise QueryServiceUnavailable(settings.dsn)
+            result = asyncio.run(query_service(settings.query_port, args.query))
+        except QueryServiceUnavailable:
+            # A server, or no worker owning the embedded path: open it directly.
+            client = connect(settings.dsn)
+            try:
+                result = run_readonly(client, args.query)
+            finally:
+                client.close()
+    except QueryError as exc:
+        print(f"hookstream sql: {exc}", file=sys.stderr)
+        return 1
+    print(render(result, args.format))
     return 0
 
 
@@ -186,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one processor (its own Faust app)")
     worker.add_argument("processor", choices=PROCESSORS)
     worker.set_defaults(func=_worker)
+
+    sql = sub.add_parser("sql", help="run read-only SQL against the insight tables and views")
+    sql.add_argument("query", help='e.g. "SELECT * FROM dora_lead_time"')
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.set_defaults(func=_sql)
 
     triggers = sub.add_parser("triggers", help="work with trigger files")
     triggers_sub = triggers.add_subparsers(dest="triggers_command", required=True)

@@ -21,7 +21,11 @@ from deploy.broker import BrokerState, LocalBroker
 from schemas.settings import Settings
 
 # Commands started under `dev`; the workers join this list as their processors land.
-CHILDREN: tuple[tuple[str, ...], ...] = (("ingress",), ("worker", "triggers"))
+CHILDREN: tuple[tuple[str, ...], ...] = (
+    ("ingress",),
+    ("worker", "triggers"),
+    ("worker", "insights"),
+)
 
 
 def _generated(path: Path, create: bool) -> bytes | None:
@@ -82,6 +86,7 @@ def run_dev(settings: Settings) -> int:
         f"  triggers:       {settings.triggers_path or 'none (create ./triggers.yml)'}\n"
         f"  try it:         hookstream send --example pull_request.opened\n"
         f"  metrics:        http://{settings.ingress_host}:{settings.ingress_port}/metrics\n"
+        f'  insights:       hookstream sql "SELECT * FROM dora_deployment_frequency"\n'
         f"Ctrl-C stops everything.\n",
         flush=True,
     )

@@ -162,6 +162,11 @@ class Envelope:
     def payload(self) -> dict[str, Any]:
         return parse_payload(self.body, self.content_type)
 
+    @property
+    def payload_text(self) -> str:
+        """The JSON payload as text, whichever way GitHub encoded the body."""
+        return payload_bytes(self.body, self.content_type).decode("utf-8", "replace")
+
     def parse(self, model: type[M]) -> M:
         """Validate the payload into one of the models of :mod:`schemas.github`."""
         return model.model_validate(self.payload)

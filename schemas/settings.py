@@ -77,6 +77,28 @@ class Settings(BaseSettings):
         default=False, description="Set by `hookstream replay`: effectors (HTTP, GitHub) are off."
     )
 
+    # --- insights --------------------------------------------------------------------------
+    clickhouse_dsn: str | None = Field(
+        default=None, description="chdb:///path (embedded, the default) or http(s)://host:8123/db"
+    )
+    query_port: int = Field(default=8124, description="Read-only SQL of the embedded engine.")
+    production_pattern: str = Field(
+        default="^(prod|production)$", description="Deployment environments that count (§6)."
+    )
+    incident_pattern: str = Field(
+        default="(?i)^incident$", description="Issue labels that make an incident (§6)."
+    )
+    sink_batch_rows: int = Field(default=10_000, ge=1)
+    sink_flush_s: float = Field(default=1.0, gt=0)
+
+    @property
+    def dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'insights').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.dsn.startswith("chdb:")
+
     @property
     def triggers_path(self) -> Path | None:
         if self.triggers_file is not None:

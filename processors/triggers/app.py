@@ -13,7 +13,6 @@ Two agents, each a short loop:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import faust
@@ -22,6 +21,7 @@ from faust.types import EventT, StreamT
 from mode import Service
 
 from processors.dead_letter import dead_letter_headers
+from processors.records import raw_topic, record_headers
 from processors.triggers.http_dispatch import DeadLetter, HttpDispatcher
 from processors.triggers.matcher import Matcher
 from processors.triggers.rules import TriggerFile
@@ -33,23 +33,6 @@ log = logging.getLogger("hookstream.triggers")
 
 PROCESSOR = "triggers"
 EMITTED = b"1"
-
-
-def record_headers(
-    headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None,
-) -> list[tuple[str, bytes]]:
-    if headers is None:
-        return []
-    if isinstance(headers, Mapping):
-        return list(headers.items())
-    return list(headers)
-
-
-def raw_topic(app: faust.App, name: str) -> faust.TopicT:
-    """A topic of bytes: the processors read and write exact bytes, never re-encode."""
-    return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
 
 
 def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
