@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HOOKSTREAM_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: run test lint bench bench-ingress bench-triggers kafka-up kafka-down kafka-jars test-data venv clean
+.PHONY: run test lint bench bench-ingress bench-triggers bench-insights kafka-up kafka-down kafka-jars test-data venv clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: bench-ingress bench-triggers
+bench: bench-ingress bench-triggers bench-insights
 
 bench-ingress: $(STAMP) kafka-jars test-data
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -46,6 +46,9 @@ bench-ingress: $(STAMP) kafka-jars test-data
 
 bench-triggers: $(STAMP) kafka-jars test-data
 	$(BIN)/python -m tests.bench.triggers
+
+bench-insights: $(STAMP) kafka-jars test-data
+	$(BIN)/python -m tests.bench.insights
 
 clean:
 	rm -rf $(VENV) .cache .hookstream .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,10 +1,10 @@
 """The insights worker: a Faust app of its own (``hookstream worker insights``).
 
-One agent, a short loop: take a batch of ``github.events`` records (up to
-``HOOKSTREAM_SINK_BATCH_ROWS`` or ``HOOKSTREAM_SINK_FLUSH_S``), turn each into rows with
-:func:`insight_rows`, write the batch through the sink, and only then let Faust
-acknowledge the records (their offsets become committable). A record that cannot be
-projected goes to ``github.events.dlq`` with its error; the batch goes on.
+One agent, a short loop: turn each ``github.events`` record into rows with
+:func:`insight_rows` and hand them to the :class:`Batcher`, which writes a batch when it
+holds ``HOOKSTREAM_SINK_BATCH_ROWS`` records or ``HOOKSTREAM_SINK_FLUSH_S`` has passed, and
+only then acknowledges the records (their offsets become committable). A record that
+cannot be projected goes to ``github.events.dlq`` with its error; the stream goes on.
 
 In embedded mode the worker also serves read-only SQL (see :mod:`projections.query`).
 """
@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import faust
 from aiohttp import web
 from faust.streams import Stream
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 from mode import Service
 
 from processors.dead_letter import dead_letter_headers
@@ -53,38 +54,79 @@ def create_app(settings: Settings) -> faust.App:
     dlq = raw_topic(app, settings.dlq_topic)
     sink = ClickHouseSink(settings.dsn, settings.production_pattern, settings.incident_pattern)
 
+    batcher = Batcher(sink, settings.sink_batch_rows)
+
     @app.agent(events, name="project-deliveries")
     async def project(stream: StreamT[bytes]) -> None:
-        batches = cast("Stream[bytes]", stream).take_events(
-            settings.sink_batch_rows, settings.sink_flush_s
-        )
-        async for batch in batches:
-            rows = InsightRows()
-            for event in batch:
-                message = event.message
-                headers = record_headers(message.headers)
-                try:
-                    envelope = Envelope.from_record(headers, message.value or b"", key=message.key)
-                    rows.extend(insight_rows(envelope))
-                except Exception as exc:  # any record we cannot project: park it, go on
-                    log.warning("dead-lettering %s@%d: %s", message.tp, message.offset, exc)
-                    await (
-                        await dlq.send(
-                            key=message.key,
-                            value=message.value,
-                            headers=dead_letter_headers(
-                                headers, processor=PROCESSOR, error=exc,
-                                source=f"{message.topic}/{message.partition}/{message.offset}",
-                            ),
-                            force=True,
-                        )
-                    )  # fmt: skip
-            first, last = batch[0].message, batch[-1].message
-            await write(sink, rows, f"{first.tp}@{first.offset}..{last.tp}@{last.offset}")
-            # Leaving this iteration acknowledges the batch: offsets follow the rows.
+        manual = cast("Stream[bytes]", stream).noack()
+        batcher.ack = manual.ack
+        async for event in manual.events():
+            message = event.message
+            headers = record_headers(message.headers)
+            try:
+                envelope = Envelope.from_record(headers, message.value or b"", key=message.key)
+                rows = insight_rows(envelope)
+            except Exception as exc:  # any record we cannot project: park it, go on
+                log.warning("dead-lettering %s@%d: %s", message.tp, message.offset, exc)
+                await (
+                    await dlq.send(
+                        key=message.key,
+                        value=message.value,
+                        headers=dead_letter_headers(
+                            headers, processor=PROCESSOR, error=exc,
+                            source=f"{message.topic}/{message.partition}/{message.offset}",
+                        ),
+                        force=True,
+                    )
+                )  # fmt: skip
+                rows = InsightRows()
+            await batcher.add(event, rows)
 
-    app.add_dependency(_SinkService(sink, settings))
+    app.add_dependency(_SinkService(sink, settings, batcher))
     return app
+
+
+class Batcher:
+    """Collects rows into batches and writes them while the next batch is being built.
+
+    At most one write is in flight; a batch's records are acknowledged (their offsets
+    become committable) only after its rows are written, and batches complete in order.
+    """
+
+    def __init__(self, sink: ClickHouseSink, max_rows: int) -> None:
+        self.sink = sink
+        self.max_rows = max_rows
+        self.ack: Callable[[EventT[bytes]], Awaitable[bool]] | None = None
+        self.rows = InsightRows()
+        self.events: list[EventT[bytes]] = []
+        self._writing: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def add(self, event: EventT[bytes], rows: InsightRows) -> None:
+        self.rows.extend(rows)
+        self.events.append(event)
+        if len(self.events) >= self.max_rows:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self.events:
+                return
+            rows, events = self.rows, self.events
+            self.rows, self.events = InsightRows(), []
+            if self._writing is not None:
+                await self._writing  # keep batches in order, one write in flight
+            first, last = events[0].message, events[-1].message
+            batch_id = f"{first.tp}@{first.offset}..{last.tp}@{last.offset}:{len(events)}"
+            self._writing = asyncio.create_task(self._write_then_ack(rows, events, batch_id))
+
+    async def _write_then_ack(
+        self, rows: InsightRows, events: list[EventT[bytes]], batch_id: str
+    ) -> None:
+        await write(self.sink, rows, batch_id)
+        assert self.ack is not None
+        for event in events:
+            await self.ack(event)
 
 
 async def write(sink: ClickHouseSink, rows: InsightRows, batch_id: str) -> None:
@@ -107,14 +149,22 @@ async def write(sink: ClickHouseSink, rows: InsightRows, batch_id: str) -> None:
 class _SinkService(Service):
     """Opens the sink (migrations, views) and, embedded, serves read-only SQL."""
 
-    def __init__(self, sink: ClickHouseSink, settings: Settings) -> None:
+    def __init__(self, sink: ClickHouseSink, settings: Settings, batcher: Batcher) -> None:
         super().__init__()
         self.sink = sink
         self.settings = settings
+        self.batcher = batcher
         self.runner: web.AppRunner | None = None
+        self.flusher: asyncio.Task[None] | None = None
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sink_flush_s)
+            await self.batcher.flush()
 
     async def on_start(self) -> None:
         await self.sink.start()
+        self.flusher = asyncio.create_task(self._flush_periodically(), name="sink-flush")
         if self.settings.embedded:
             self.runner = web.AppRunner(query_app(self.sink.run), access_log=None)
             await self.runner.setup()
@@ -122,6 +172,8 @@ class _SinkService(Service):
             log.info("read-only SQL on http://127.0.0.1:%d/query", self.settings.query_port)
 
     async def on_stop(self) -> None:
+        if self.flusher is not None:
+            self.flusher.cancel()
         if self.runner is not None:
             await self.runner.cleanup()
         self.sink.close()
