@@ -163,9 +163,10 @@ class Envelope:
         return parse_payload(self.body, self.content_type)
 
     @property
-    def payload_text(self) -> str:
-        """The JSON payload as text, whichever way GitHub encoded the body."""
-        return payload_bytes(self.body, self.content_type).decode("utf-8", "replace")
+    def payload_json(self) -> bytes:
+        """The JSON payload's bytes, whichever way GitHub encoded the body (no copy for
+        JSON bodies)."""
+        return payload_bytes(self.body, self.content_type)
 
     def parse(self, model: type[M]) -> M:
         """Validate the payload into one of the models of :mod:`schemas.github`."""

@@ -315,7 +315,8 @@ def insight_rows(envelope: Envelope) -> InsightRows:
             "sender_id": sender.id or 0,
             "sender_login": sender.login or "",
             "installation_id": envelope.installation_id or 0,
-            "payload": envelope.payload_text,
+            # Bytes go into the String column as they are: no decode and re-encode.
+            "payload": envelope.payload_json,
         },
     )
     extractor = EXTRACTORS.get(envelope.event)
