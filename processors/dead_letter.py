@@ -6,7 +6,13 @@ take the record back (``hookstream dlq retry``); the error travels in headers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+
+import faust
+from faust.types import Message
+
+log = logging.getLogger(__name__)
 
 ERROR_HEADER = "x-hookstream-error"
 PROCESSOR_HEADER = "x-hookstream-processor"
@@ -29,3 +35,27 @@ def dead_letter_headers(
         (PROCESSOR_HEADER, processor.encode()),
         (SOURCE_HEADER, source.encode()),
     ]
+
+
+async def park(
+    dlq: faust.TopicT,
+    message: Message,
+    headers: list[tuple[str, bytes]],
+    *,
+    processor: str,
+    error: BaseException,
+) -> None:
+    """Write ``message`` whole to the dead-letter topic and wait for Kafka's ack.
+
+    Sent at once (``force``), not attached to the offset commit, so the record is in the
+    DLQ before the stream moves past it.
+    """
+    log.warning("%s: dead-lettering %s@%d: %s", processor, message.tp, message.offset, error)
+    source = f"{message.topic}/{message.partition}/{message.offset}"
+    sent = await dlq.send(
+        key=message.key,
+        value=message.value,
+        headers=dead_letter_headers(headers, processor=processor, error=error, source=source),
+        force=True,
+    )
+    await sent

@@ -23,7 +23,7 @@ from faust.streams import Stream
 from faust.types import EventT, StreamT
 from mode import Service
 
-from processors.dead_letter import dead_letter_headers
+from processors.dead_letter import park
 from processors.insights.rows import InsightRows, insight_rows
 from processors.records import raw_topic, record_headers
 from projections.query import query_app
@@ -67,18 +67,7 @@ def create_app(settings: Settings) -> faust.App:
                 envelope = Envelope.from_record(headers, message.value or b"", key=message.key)
                 rows = insight_rows(envelope)
             except Exception as exc:  # any record we cannot project: park it, go on
-                log.warning("dead-lettering %s@%d: %s", message.tp, message.offset, exc)
-                await (
-                    await dlq.send(
-                        key=message.key,
-                        value=message.value,
-                        headers=dead_letter_headers(
-                            headers, processor=PROCESSOR, error=exc,
-                            source=f"{message.topic}/{message.partition}/{message.offset}",
-                        ),
-                        force=True,
-                    )
-                )  # fmt: skip
+                await park(dlq, message, headers, processor=PROCESSOR, error=exc)
                 rows = InsightRows()
             await batcher.add(event, rows)
 

@@ -20,7 +20,7 @@ from faust.streams import Stream
 from faust.types import EventT, StreamT
 from mode import Service
 
-from processors.dead_letter import dead_letter_headers
+from processors.dead_letter import dead_letter_headers, park
 from processors.records import raw_topic, record_headers
 from processors.triggers.http_dispatch import DeadLetter, HttpDispatcher
 from processors.triggers.matcher import Matcher
@@ -91,18 +91,7 @@ def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
                 )  # fmt: skip
                 result = matcher.match(envelope)
             except Exception as exc:  # any record the matcher cannot read: park it, go on
-                log.warning("dead-lettering %s@%d: %s", message.tp, message.offset, exc)
-                await (
-                    await events_dlq.send(
-                        key=message.key,
-                        value=message.value,
-                        headers=dead_letter_headers(
-                            headers, processor=PROCESSOR, error=exc,
-                            source=f"{message.topic}/{message.partition}/{message.offset}",
-                        ),
-                        force=True,
-                    )
-                )  # fmt: skip
+                await park(events_dlq, message, headers, processor=PROCESSOR, error=exc)
                 continue
             for refusal in result.refusals:
                 log.info("command /%s refused: %s", refusal.command, refusal.reason)

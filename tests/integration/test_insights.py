@@ -29,7 +29,7 @@ from processors.dead_letter import ERROR_HEADER
 from projections.query import QueryError, QueryServiceUnavailable, query_service
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.conftest import CACHE_DIR, SECRET, RunningIngress, free_port_pair, read_topic
+from tests.conftest import SECRET, RunningIngress, free_port_pair, processor_env, read_topic
 from tests.integration.insights_scenario import EXPECTED, Scenario
 
 pytestmark = pytest.mark.integration
@@ -49,22 +49,14 @@ class InsightsWorker:
     process: asyncio.subprocess.Process | None = None
 
     def env(self) -> dict[str, str]:
-        s = self.settings
-        return dict(
-            os.environ,
-            HOOKSTREAM_CACHE_DIR=str(CACHE_DIR),
-            HOOKSTREAM_DATA_DIR=str(self.data_dir),
-            HOOKSTREAM_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
-            HOOKSTREAM_EVENTS_TOPIC=s.events_topic,
-            HOOKSTREAM_EVENTS_PARTITIONS=str(s.events_partitions),
-            HOOKSTREAM_DISPATCH_TOPIC=s.dispatch_topic,
-            HOOKSTREAM_RUN_STATUS_TOPIC=s.run_status_topic,
-            HOOKSTREAM_DISPATCH_PARTITIONS=str(s.dispatch_partitions),
-            HOOKSTREAM_GROUP_PREFIX=self.group_prefix,
+        settings = self.settings.model_copy(
+            update={"data_dir": self.data_dir, "group_prefix": self.group_prefix}
+        )
+        return processor_env(
+            settings,
             HOOKSTREAM_QUERY_PORT=str(self.port),
             HOOKSTREAM_SINK_FLUSH_S="0.2",
             HOOKSTREAM_SINK_BATCH_ROWS=str(self.settings.sink_batch_rows),
-            HOOKSTREAM_LOG_LEVEL="WARNING",
         )
 
     async def start(self) -> None:

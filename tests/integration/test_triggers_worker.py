@@ -34,7 +34,7 @@ from processors.dead_letter import ERROR_HEADER
 from schemas.dispatch import dispatch_id
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.conftest import CACHE_DIR, SECRET, RunningIngress, read_topic
+from tests.conftest import SECRET, RunningIngress, processor_env, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -115,21 +115,7 @@ workflows:
 
 
 def worker_env(settings: Settings, triggers: Path) -> dict[str, str]:
-    return dict(
-        os.environ,
-        **TARGET_SECRETS,
-        HOOKSTREAM_CACHE_DIR=str(CACHE_DIR),
-        HOOKSTREAM_DATA_DIR=str(settings.data_dir),
-        HOOKSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        HOOKSTREAM_EVENTS_TOPIC=settings.events_topic,
-        HOOKSTREAM_EVENTS_PARTITIONS=str(settings.events_partitions),
-        HOOKSTREAM_DISPATCH_TOPIC=settings.dispatch_topic,
-        HOOKSTREAM_RUN_STATUS_TOPIC=settings.run_status_topic,
-        HOOKSTREAM_DISPATCH_PARTITIONS=str(settings.dispatch_partitions),
-        HOOKSTREAM_GROUP_PREFIX=settings.group_prefix,
-        HOOKSTREAM_TRIGGERS_FILE=str(triggers),
-        HOOKSTREAM_LOG_LEVEL="WARNING",
-    )
+    return processor_env(settings, **TARGET_SECRETS, HOOKSTREAM_TRIGGERS_FILE=str(triggers))
 
 
 async def start_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
