@@ -25,7 +25,7 @@ from mode import Service
 
 from processors.dead_letter import park
 from processors.insights.rows import InsightRows, insight_rows
-from processors.records import raw_topic, record_headers
+from processors.records import processor_app, raw_topic, record_headers
 from projections.query import query_app
 from projections.sink import ClickHouseSink
 from schemas.envelope import Envelope
@@ -38,18 +38,7 @@ WRITE_ATTEMPTS = 8
 
 
 def create_app(settings: Settings) -> faust.App:
-    datadir = settings.data_dir / "faust" / PROCESSOR
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.app_id(PROCESSOR),
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        datadir=str(datadir),
-        web_enabled=False,
-        topic_partitions=settings.events_partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-    )
+    app = processor_app(settings, PROCESSOR)
     events = raw_topic(app, settings.events_topic)
     dlq = raw_topic(app, settings.dlq_topic)
     sink = ClickHouseSink(settings.dsn, settings.production_pattern, settings.incident_pattern)

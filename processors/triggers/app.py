@@ -21,7 +21,7 @@ from faust.types import EventT, StreamT
 from mode import Service
 
 from processors.dead_letter import dead_letter_headers, park
-from processors.records import raw_topic, record_headers
+from processors.records import processor_app, raw_topic, record_headers
 from processors.triggers.http_dispatch import DeadLetter, HttpDispatcher
 from processors.triggers.matcher import Matcher
 from processors.triggers.rules import TriggerFile
@@ -36,20 +36,9 @@ EMITTED = b"1"
 
 
 def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
-    datadir = settings.data_dir / "faust" / PROCESSOR
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.app_id(PROCESSOR),
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        datadir=str(datadir),
-        web_enabled=False,
-        # The table shares the event log's partitioning: a delivery and its dispatch ids
-        # are always on the same partition, so each worker owns the ids it checks.
-        topic_partitions=settings.events_partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-    )
+    # The table shares the event log's partitioning: a delivery and its dispatch ids are
+    # always on the same partition, so each worker owns the ids it checks.
+    app = processor_app(settings, PROCESSOR)
     matcher = Matcher(triggers)
     events = raw_topic(app, settings.events_topic)
     dispatches = raw_topic(app, settings.dispatch_topic)
