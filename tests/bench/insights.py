@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from deploy.topics import ensure_topics, topic_specs
 from projections.query import QueryServiceUnavailable, query_service
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.conftest import CACHE_DIR, free_port_pair, local_broker
+from tests.conftest import CACHE_DIR, free_port_pair, local_broker, processor_env
 
 VIEWS = ("dora_deployment_frequency", "dora_lead_time", "dora_change_failure_rate",
          "dora_time_to_restore", "pr_flow", "ci_health")  # fmt: skip
@@ -167,15 +166,8 @@ async def count(port: int) -> int:
 
 def worker_rate(settings: Settings, n: int, workdir: Path) -> float:
     port = free_port_pair()
-    env = dict(
-        os.environ,
-        HOOKSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        HOOKSTREAM_DATA_DIR=str(workdir / "worker"),
-        HOOKSTREAM_EVENTS_TOPIC=settings.events_topic,
-        HOOKSTREAM_GROUP_PREFIX=settings.group_prefix,
-        HOOKSTREAM_QUERY_PORT=str(port),
-        HOOKSTREAM_LOG_LEVEL="WARNING",
-    )
+    worker_settings = settings.model_copy(update={"data_dir": workdir / "worker"})
+    env = processor_env(worker_settings, HOOKSTREAM_QUERY_PORT=str(port))
     with (workdir / "worker.log").open("wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "deploy.cli", "worker", "insights"],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip

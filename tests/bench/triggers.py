@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from processors.triggers.matcher import Matcher
 from processors.triggers.rules import parse_trigger_file
 from schemas.envelope import Envelope, RecordHeader
 from schemas.settings import Settings
-from tests.conftest import CACHE_DIR, local_broker
+from tests.conftest import CACHE_DIR, local_broker, processor_env
 
 
 def rules_yaml(count: int) -> str:
@@ -238,17 +237,7 @@ def main() -> None:
                 "workflows:\n  build:\n    on:\n      - event: github:org0/repo0:push.branch\n"
                 "        branches: [main]\n"
             )
-            env = dict(
-                os.environ,
-                HOOKSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-                HOOKSTREAM_DATA_DIR=str(settings.data_dir),
-                HOOKSTREAM_EVENTS_TOPIC=settings.events_topic,
-                HOOKSTREAM_DISPATCH_TOPIC=settings.dispatch_topic,
-                HOOKSTREAM_RUN_STATUS_TOPIC=settings.run_status_topic,
-                HOOKSTREAM_GROUP_PREFIX=settings.group_prefix,
-                HOOKSTREAM_TRIGGERS_FILE=str(triggers),
-                HOOKSTREAM_LOG_LEVEL="WARNING",
-            )
+            env = processor_env(settings, HOOKSTREAM_TRIGGERS_FILE=str(triggers))
             print(f"\n## worker through Kafka ({settings.events_partitions} partitions)")
             print("| run | deliveries | rate |")
             print("| --- | ---: | ---: |")
