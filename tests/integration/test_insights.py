@@ -302,7 +302,7 @@ def test_sql_cli_direct_mode_reads_and_refuses_writes(tmp_path: Path) -> None:
     reason="the ClickHouse server path needs HOOKSTREAM_TEST_DOCKER=1 and a Docker engine",
 )
 def test_server_dsn_runs_the_same_schema_and_readonly_rules() -> None:
-    from testcontainers.clickhouse import ClickHouseContainer
+    from testcontainers.community.clickhouse import ClickHouseContainer
 
     from projections.migrate import migrate
     from projections.query import run_readonly
