@@ -19,4 +19,8 @@ def run_worker(app: faust.App, settings: Settings) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
     level = logging.getLevelName(settings.log_level.upper())
+    # Faust, mode and aiokafka narrate every rebalance and table recovery at INFO; keep
+    # them to warnings unless debugging, so the processors' own lines stay readable.
+    for chatty in ("faust", "mode", "aiokafka"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     faust.Worker(app, loglevel=level, quiet=True).execute_from_commandline()
