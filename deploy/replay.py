@@ -77,6 +77,17 @@ async def rewind(settings: Settings, group: str) -> Horizon:
     return Horizon(group, end)
 
 
+async def log_end(settings: Settings, group: str) -> Horizon:
+    """Where the event log ends now, as a horizon for ``group`` to reach."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.events_partitions)]
+        return Horizon(group, await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
 async def caught_up(settings: Settings, horizon: Horizon) -> bool:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()

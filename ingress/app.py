@@ -85,20 +85,16 @@ async def receive_webhook(request: web.Request) -> web.Response:
     finally:
         metrics.in_flight.dec()
     metrics.deliveries.labels(event, outcome).inc()
-    delivery_log.info(
-        "delivery %s",
-        outcome,
-        extra={
-            "fields": {
-                "delivery": delivery_id,
-                "event": event,
-                "action": action,
-                "outcome": outcome,
-                "status": status,
-                "latency_ms": round(elapsed * 1000, 3),
-            }
-        },
-    )
+    if delivery_log.isEnabledFor(logging.INFO):
+        fields = {
+            "delivery": delivery_id,
+            "event": event,
+            "action": action,
+            "outcome": outcome,
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 3),
+        }
+        delivery_log.info("delivery %s", outcome, extra={"fields": fields})
     return response
 
 

@@ -16,7 +16,7 @@ import uvloop
 from aiohttp import web
 
 from deploy.logs import configure_logging
-from ingress.app import create_app
+from ingress.app import MissingSecret, create_app
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ def _serve(settings: Settings, reuse_port: bool) -> None:
 
 def serve(settings: Settings) -> None:
     """Run the ingress until SIGINT/SIGTERM."""
-    create_app(settings)  # fail fast, in the parent, on a missing secret
+    if not settings.secrets:
+        raise MissingSecret()  # in the parent, before any worker process starts
     log.info(
         "ingress listening on http://%s:%d/webhooks/github (%d process%s)",
         settings.ingress_host,

@@ -64,11 +64,7 @@ def _json_default(value: Any) -> Any:
 
 
 def to_json(result: QueryResult) -> bytes:
-    return orjson.dumps(
-        {"columns": result.columns, "rows": result.rows},
-        default=_json_default,
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+    return orjson.dumps({"columns": result.columns, "rows": result.rows}, default=_json_default)
 
 
 def from_json(raw: bytes) -> QueryResult:
@@ -116,16 +112,15 @@ def _line(values: Sequence[str], widths: list[int]) -> str:
 
 # --- the service the worker runs ----------------------------------------------------------
 Runner = Callable[[Callable[[Client], QueryResult]], Awaitable[QueryResult]]
-RUNNER = web.AppKey("runner", object)
+RUNNER: web.AppKey[Runner] = web.AppKey("runner")
 
 
 async def _query(request: web.Request) -> web.Response:
     sql = (await request.text()).strip()
     if not sql:
         return web.json_response({"error": "empty query"}, status=400)
-    runner: Runner = request.app[RUNNER]  # type: ignore[assignment]
     try:
-        result = await runner(lambda client: run_readonly(client, sql))
+        result = await request.app[RUNNER](lambda client: run_readonly(client, sql))
     except QueryError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     return web.Response(body=to_json(result), content_type="application/json")

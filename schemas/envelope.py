@@ -202,10 +202,6 @@ class Envelope:
         return None
 
     @property
-    def organization_id(self) -> int | None:
-        return _id_of(self.payload.get("organization"))
-
-    @property
     def installation_id(self) -> int | None:
         return _id_of(self.payload.get("installation"))
 

@@ -13,7 +13,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,16 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.down()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, within: float = 120.0) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not (value := await check()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.3)
+    return value
 
 
 def unique_topic() -> str:

@@ -34,12 +34,6 @@ class InsightRows:
         for table, rows in other.tables.items():
             self.tables[table].extend(rows)
 
-    def count(self) -> int:
-        return sum(len(rows) for rows in self.tables.values())
-
-    def clear(self) -> None:
-        self.tables.clear()
-
 
 def _common(envelope: Envelope, received_at: datetime) -> Row:
     return {

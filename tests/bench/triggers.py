@@ -29,7 +29,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from deploy import corpus
-from deploy.replay import Horizon
 from deploy.topics import ensure_topics, topic_specs
 from processors.triggers.matcher import Matcher
 from processors.triggers.rules import parse_trigger_file
@@ -137,16 +136,6 @@ async def topic_size(settings: Settings, topic: str, partitions: int) -> int:
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
-
-
-async def end_horizon(settings: Settings) -> Horizon:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.events_partitions)]
-        return Horizon(settings.app_id("triggers"), await consumer.end_offsets(tps))
     finally:
         await consumer.stop()
 

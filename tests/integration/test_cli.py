@@ -91,6 +91,26 @@ def test_send_an_unknown_example_names_the_close_ones() -> None:
     assert "pull_request.opened" in result.stderr
 
 
+def test_send_explains_what_is_missing(tmp_path: Path) -> None:
+    payload = tmp_path / "payload.json"
+    payload.write_text('{"zen": "hi"}')
+    no_event = run_cli("send", str(payload), "--secret", "x")
+    assert (no_event.returncode, "--event is required" in no_event.stderr) == (2, True)
+    nothing = run_cli("send", "--secret", "x")
+    assert (nothing.returncode, "give a payload FILE or --example" in nothing.stderr) == (2, True)
+    no_secret = run_cli(
+        "send", str(payload), "--event", "ping",
+        HOOKSTREAM_WEBHOOK_SECRETS="", HOOKSTREAM_DATA_DIR=str(tmp_path / "empty"),
+    )  # fmt: skip
+    assert no_secret.returncode == 2
+    assert "HOOKSTREAM_WEBHOOK_SECRETS" in no_secret.stderr
+    unreachable = run_cli(
+        "send", str(payload), "--event", "ping", "--secret", "x",
+        "--url", "http://127.0.0.1:1/webhooks/github",
+    )  # fmt: skip
+    assert (unreachable.returncode, "no answer from" in unreachable.stderr) == (1, True)
+
+
 def test_ingress_refuses_to_start_without_a_secret() -> None:
     result = run_cli("ingress", HOOKSTREAM_WEBHOOK_SECRETS="")
     assert result.returncode == 2

@@ -12,9 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -30,7 +29,14 @@ from processors.dead_letter import ERROR_HEADER
 from projections.query import QueryError, QueryServiceUnavailable, query_service
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.conftest import SECRET, RunningIngress, free_port_pair, processor_env, read_topic
+from tests.conftest import (
+    SECRET,
+    RunningIngress,
+    eventually,
+    free_port_pair,
+    processor_env,
+    read_topic,
+)
 from tests.integration.insights_scenario import EXPECTED, Scenario
 
 pytestmark = pytest.mark.integration
@@ -90,14 +96,6 @@ class InsightsWorker:
 
 async def _equals(value: Awaitable[Any], expected: Any) -> bool:
     return bool((await value) == expected)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.3)
 
 
 def new_worker(settings: Settings, tmp_path: Path, name: str) -> InsightsWorker:

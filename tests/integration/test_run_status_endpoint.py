@@ -38,6 +38,11 @@ async def test_reports_are_recorded_and_bad_ones_refused(ingress: RunningIngress
     assert (status, "conclusion" in answer["message"]) == (400, True)
     assert (await post(ingress, "run-2", b"[", AUTH))[0] == 400
     assert (await post(ingress, "run-2", report, AUTH | {"Content-Type": "text/plain"}))[0] == 415
+    huge = orjson.dumps({"status": "queued", "details_url": "x" * (1024 * 1024)})
+    status, answer, _ = await post(ingress, "run-2", huge, AUTH)
+    assert (status, answer["error"]) == (413, "too_large")
+    status, answer, _ = await post(ingress, "bad id!", report, AUTH)
+    assert (status, answer["error"]) == (400, "bad_run_id")
 
     settings = ingress.settings
     records = await read_topic(settings, settings.run_status_topic, settings.dispatch_partitions)

@@ -25,16 +25,16 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from deploy.corpus import Example
-from deploy.replay import Horizon, caught_up
+from deploy.replay import caught_up, log_end
 from deploy.send import SignedDelivery, signed_delivery
 from processors.dead_letter import ERROR_HEADER
 from schemas.dispatch import dispatch_id
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.conftest import SECRET, RunningIngress, processor_env, read_topic
+from tests.conftest import SECRET, RunningIngress, eventually, processor_env, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -135,26 +135,8 @@ async def stop(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-async def eventually(check: Any, what: str, within: float = 120.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.5)
-
-
 async def wait_caught_up(settings: Settings) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.events_partitions)]
-        end = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    horizon = Horizon(settings.app_id("triggers"), end)
+    horizon = await log_end(settings, settings.app_id("triggers"))
     await eventually(lambda: caught_up(settings, horizon), "the worker to read the whole log")
 
 
@@ -254,6 +236,15 @@ async def test_deliveries_dispatch_exactly_once_through_redelivery_and_replay(
             key = letter.key.decode()
             assert expected[key] == "build-main"
             assert steady.received[key] * 1000 < letter.timestamp  # steady was not held up
+
+        # A replay while the worker runs is refused: two consumers of one group would race.
+        refused = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "deploy.cli", "replay", "triggers",
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(refused.communicate(), 60)
+        assert refused.returncode == 1
+        assert b"stop its workers before replaying" in err
 
         # Redelivery of everything: no new dispatch.
         for delivery in sent:

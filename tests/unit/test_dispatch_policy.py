@@ -12,7 +12,6 @@ from processors.triggers.http_dispatch import (
     backoff_delay,
     parse_retry_after,
     retryable,
-    sign_dispatch,
 )
 from processors.triggers.rules import TargetSpec
 
@@ -48,10 +47,3 @@ def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
 def test_retry_after_wins_over_backoff_up_to_a_cap() -> None:
     assert backoff_delay(TARGET, 1, 20.0, 1.0) == 20.0
     assert backoff_delay(TARGET, 1, 1e6, 1.0) == RETRY_AFTER_CAP_S
-
-
-def test_signature_is_hmac_sha256_of_the_body() -> None:
-    # Same construction as GitHub's webhook signature (its documented test vector).
-    assert sign_dispatch(b"Hello, World!", b"It's a Secret to Everybody") == (
-        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-    )
