@@ -50,6 +50,18 @@ def kafka_version() -> str:
     return node.text.strip()
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid()``, ids that start with '-' are drawn again:
+    command-line tools read such an id as an option (1 id in 64 starts with '-').
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 def split_bootstrap(bootstrap: str) -> tuple[str, int]:
     first = bootstrap.split(",")[0].strip()
     host, _, port = first.rpartition(":")
@@ -187,14 +199,15 @@ class LocalBroker:
         }
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
-    def _format_storage(self) -> None:
+    def _format_storage(self, cluster_id: str | None = None) -> None:
         if (self.log_dir / "meta.properties").exists():
             return
-        # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             self._java_command(
-                "kafka.tools.StorageTool", "format", "--cluster-id", cid,
+                "kafka.tools.StorageTool", "format",
+                # Joined with '=': an id may start with '-', which a separate argument
+                # would turn into an option.
+                f"--cluster-id={cluster_id or new_cluster_id()}",
                 "--config", str(self.config_file), "--standalone",
             ),
             capture_output=True,
