@@ -83,7 +83,7 @@ def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
                 await park(events_dlq, message, headers, processor=PROCESSOR, error=exc)
                 continue
             for refusal in result.refusals:
-                log.info("command /%s refused: %s", refusal.command, refusal.reason)
+                log.info("command %s refused: %s", refusal.command, refusal.reason)
             for request in result.dispatches:
                 key = request.dispatch_id.encode()
                 if emitted.get(key) is not None:

@@ -55,7 +55,7 @@ def _dict(value: Any) -> dict[str, Any]:
 class Refusal:
     """A command that was seen but not run, and why (for replies and audit)."""
 
-    command: str
+    command: str  # as written in the comment, with its slash: "/deploy"
     reason: str
     workflow: str | None = None
 
@@ -242,7 +242,7 @@ class Matcher:
             and _any_glob(spec.repositories, [f"{facts.owner}/{facts.repo}"], ignore_case=True)
         ]
         if not specs:
-            result.refusals.append(Refusal(name, f"unknown command /{name}"))
+            result.refusals.append(Refusal(f"/{name}", f"unknown command /{name}"))
             return
         user = _dict(comment.get("user"))
         for workflow, spec in specs:
@@ -250,7 +250,7 @@ class Matcher:
                 spec, user.get("id"), comment.get("author_association")
             )
             if not decision.allowed:
-                result.refusals.append(Refusal(name, decision.reason, workflow))
+                result.refusals.append(Refusal(f"/{name}", decision.reason, workflow))
                 continue
             variables = {"ARGS": " ".join(args)} | {
                 f"ARG{i}": arg for i, arg in enumerate(args, start=1)

@@ -279,7 +279,7 @@ def test_other_associations_are_refused(examples: tuple[Example, ...], associati
     result = match(CHATOPS, "issue_comment", comment(examples, "/deploy", association))
     assert result.dispatches == []
     [refusal] = result.refusals
-    assert refusal.command == "deploy"
+    assert refusal.command == "/deploy"
     assert association in refusal.reason
 
 
@@ -312,6 +312,8 @@ def test_unknown_and_malformed_commands_are_refused(examples: tuple[Example, ...
         malformed = match(CHATOPS, "issue_comment", comment(examples, body))
         assert malformed.dispatches == []
         assert malformed.refusals[0].reason == "malformed command", body
+        assert malformed.refusals[0].command == body  # as written: one slash, not two
+    assert unknown.refusals[0].command == "/rollback"
 
 
 def test_comments_that_are_not_commands_or_not_new_do_nothing(
