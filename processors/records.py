@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import faust
+from faust.types import TP
 
+from processors import kafka_transport
+from processors.watchdog import Watchdog, source_partitions
 from schemas.settings import Settings
+
+log = logging.getLogger("hookstream.worker")
 
 
 def processor_app(settings: Settings, processor: str) -> faust.App:
@@ -17,16 +24,33 @@ def processor_app(settings: Settings, processor: str) -> faust.App:
     """
     datadir = settings.data_dir / "faust" / processor
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         settings.app_id(processor),
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=[
+            f"{kafka_transport.SCHEME}://{host.strip()}"
+            for host in settings.kafka_bootstrap.split(",")
+        ],
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,
         topic_partitions=settings.events_partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.kafka_session_timeout_s,
     )
+    app.add_dependency(Watchdog(app, settings, processor))
+
+    @app.on_partitions_assigned.connect
+    async def announce(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # One line per rebalance: which source partitions this worker now owns.
+        assigned: set[TP] = args[0]
+        owned = [f"{tp.topic}/{tp.partition}" for tp in source_partitions(app, assigned)]
+        log.info(
+            "%s worker owns %d partitions", processor, len(owned),
+            extra={"fields": {"processor": processor, "partitions": owned}},
+        )  # fmt: skip
+
+    return app
 
 
 def record_headers(

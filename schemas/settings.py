@@ -14,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
 
+# Default metrics port of each processor's worker (HOOKSTREAM_WORKER_METRICS_PORT overrides).
+WORKER_METRICS_PORTS = {"insights": 9181, "triggers": 9182, "checks": 9183, "identity": 9184}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOOKSTREAM_", frozen=True, extra="ignore")
@@ -40,6 +43,13 @@ class Settings(BaseSettings):
         default=2,
         ge=0,
         description="How long the producer waits to fill a batch; trades latency for throughput.",
+    )
+
+    kafka_session_timeout_s: float = Field(
+        default=45.0,
+        ge=6.0,
+        description="How long a crashed worker keeps its partitions before the group moves "
+        "them (Kafka's session.timeout.ms; the broker allows 6 s to 30 min).",
     )
 
     # --- ingress -------------------------------------------------------------------------
@@ -72,6 +82,23 @@ class Settings(BaseSettings):
     runner_tokens: SecretStr = Field(
         default=SecretStr(""),
         description="Bearer tokens runners use to report status (comma-separated, rotation).",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Where workers serve GET /metrics (0.0.0.0 in a pod)."
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        description="The worker's metrics port; unset: each processor's own default "
+        "(WORKER_METRICS_PORTS), so workers on one machine do not collide; 0: off.",
+    )
+    watchdog_interval_s: float = Field(
+        default=5.0, gt=0, description="How often a worker reads its partitions' offsets."
+    )
+    stall_warning_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Warn when a partition has lag and no progress for this long.",
     )
     replay: bool = Field(
         default=False, description="Set by `hookstream replay`: effectors (HTTP, GitHub) are off."
@@ -137,6 +164,11 @@ class Settings(BaseSettings):
     @property
     def dispatch_dlq_topic(self) -> str:
         return f"{self.dispatch_topic}.dlq"
+
+    def worker_metrics_port_for(self, processor: str) -> int:
+        if self.worker_metrics_port is not None:
+            return self.worker_metrics_port
+        return WORKER_METRICS_PORTS[processor]
 
     def app_id(self, processor: str) -> str:
         """Faust app id (= consumer group) of one processor."""

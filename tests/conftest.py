@@ -122,20 +122,22 @@ def make_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
 
 def processor_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes a `hookstream` subprocess use ``settings``' Kafka side."""
-    return dict(
-        os.environ,
-        HOOKSTREAM_CACHE_DIR=str(CACHE_DIR),
-        HOOKSTREAM_DATA_DIR=str(settings.data_dir),
-        HOOKSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        HOOKSTREAM_EVENTS_TOPIC=settings.events_topic,
-        HOOKSTREAM_EVENTS_PARTITIONS=str(settings.events_partitions),
-        HOOKSTREAM_DISPATCH_TOPIC=settings.dispatch_topic,
-        HOOKSTREAM_RUN_STATUS_TOPIC=settings.run_status_topic,
-        HOOKSTREAM_DISPATCH_PARTITIONS=str(settings.dispatch_partitions),
-        HOOKSTREAM_GROUP_PREFIX=settings.group_prefix,
-        HOOKSTREAM_LOG_LEVEL="WARNING",
+    return {
+        **os.environ,
+        "HOOKSTREAM_CACHE_DIR": str(CACHE_DIR),
+        "HOOKSTREAM_DATA_DIR": str(settings.data_dir),
+        "HOOKSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "HOOKSTREAM_EVENTS_TOPIC": settings.events_topic,
+        "HOOKSTREAM_EVENTS_PARTITIONS": str(settings.events_partitions),
+        "HOOKSTREAM_DISPATCH_TOPIC": settings.dispatch_topic,
+        "HOOKSTREAM_RUN_STATUS_TOPIC": settings.run_status_topic,
+        "HOOKSTREAM_DISPATCH_PARTITIONS": str(settings.dispatch_partitions),
+        "HOOKSTREAM_GROUP_PREFIX": settings.group_prefix,
+        "HOOKSTREAM_LOG_LEVEL": os.environ.get("HOOKSTREAM_TEST_WORKER_LOG_LEVEL", "WARNING"),
+        # Several workers run at once in the tests: no fixed metrics port unless asked.
+        "HOOKSTREAM_WORKER_METRICS_PORT": "0",
         **extra,
-    )
+    }
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""A consumer group's place in its topics, as the broker sees it: committed offset and log end.
+
+This is the view of a lag exporter, independent of what the worker believes: a
+partition the worker stopped reading still shows its frozen committed offset and its
+growing log end. The watchdog, ``hookstream replay`` and the tests read it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOffsets:
+    topic: str
+    partition: int
+    committed: int | None  # None: the group never committed here
+    end: int  # the offset the next record will get
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - (self.committed or 0))
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}/{self.partition}"
+
+
+class OffsetReader:
+    """Reads committed offsets and log ends; keep one open for periodic reads."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+
+    async def __aenter__(self) -> OffsetReader:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self._admin.start()
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        with contextlib.suppress(KafkaError, OSError):
+            await self._consumer.stop()
+        with contextlib.suppress(KafkaError, OSError):
+            await self._admin.close()
+
+    async def partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
+        """Every partition of ``topics`` that the cluster knows."""
+        described = await self._admin.describe_topics(list(topics))
+        return sorted(
+            TopicPartition(topic["topic"], partition["partition"])
+            for topic in described
+            for partition in topic["partitions"]
+        )
+
+    async def read(
+        self, group: str, partitions: Iterable[TopicPartition]
+    ) -> list[PartitionOffsets]:
+        tps = list(partitions)
+        if not tps:
+            return []
+        committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
+        ends = await self._consumer.end_offsets(tps)
+        result = []
+        for tp in tps:
+            meta = committed.get(tp)
+            offset = meta.offset if meta is not None and meta.offset >= 0 else None
+            result.append(PartitionOffsets(tp.topic, tp.partition, offset, ends[tp]))
+        return result
