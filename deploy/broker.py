@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from schemas.errors import HookstreamError
 from schemas.settings import Settings
 
 RUNTIME_DIR = Path(__file__).parent / "kafka"
@@ -31,7 +32,7 @@ LOG4J_CONFIG = RUNTIME_DIR / "log4j2.properties"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-class BrokerError(RuntimeError):
+class BrokerError(HookstreamError):
     """The broker could not be set up, started or stopped; the message says why."""
 
 
@@ -191,7 +192,7 @@ class LocalBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            # Topics are created by hookstream with their own configs (deploy/topics.py).
+            # Topics are created by hookstream with their own configs (schemas/topics.py).
             "auto.create.topics.enable": "false",
             "message.max.bytes": str(self.settings.max_record_bytes),
             "replica.fetch.max.bytes": str(self.settings.max_record_bytes),

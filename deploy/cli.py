@@ -9,20 +9,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
 import aiohttp
 import orjson
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
 from deploy import corpus
-from deploy.broker import BrokerError, BrokerState, LocalBroker
+from deploy.broker import BrokerState, LocalBroker
 from deploy.dev import local_secret, run_dev
-from deploy.logs import configure_logging
-from deploy.replay import ReplayError, replay
+from deploy.replay import replay
 from deploy.send import installation_target, post, signed_delivery
-from processors.triggers.http_dispatch import MissingTargetSecret
-from processors.triggers.rules import TriggerFile, TriggerFileError, load_trigger_file
+from processors.triggers.rules import TriggerFile, load_trigger_file
+from schemas.errors import HookstreamError
+from schemas.logs import configure_logging
 from schemas.settings import Settings
 
 # Processors that can run as `hookstream worker NAME`; the others join as they land.
@@ -34,7 +38,7 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "up":
         status = broker.up()
         if not broker.is_external:
-            from deploy.topics import ensure_topics, topic_specs
+            from schemas.topics import ensure_topics, topic_specs
 
             asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
     elif args.action == "down":
@@ -123,7 +127,7 @@ def _load_triggers(settings: Settings) -> TriggerFile:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from processors.worker import run_worker
+    from deploy.worker import run_worker
 
     if args.processor == "insights":
         from processors.insights.app import create_app as insights_app
@@ -241,21 +245,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ConfigurationError(HookstreamError):
+    """A HOOKSTREAM_* variable has a value that cannot be used."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"HOOKSTREAM_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigurationError(f"bad configuration: {problems}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = _settings()
+    except ConfigurationError as exc:
+        print(f"hookstream: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     try:
         code: int = args.func(args, settings)
-    except (
-        BrokerError,
-        corpus.CorpusError,
-        TriggerFileError,
-        ReplayError,
-        MissingTargetSecret,
-    ) as exc:
+    except HookstreamError as exc:
         print(f"hookstream: {exc}", file=sys.stderr)
         return 1
+    except KafkaError as exc:
+        print(f"hookstream: Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT  # what a shell reports for a command stopped by Ctrl-C
+    except BrokenPipeError:
+        # The reader left (`| head`, `| grep -q`): nothing more to say. stdout is pointed
+        # at /dev/null so that flushing it at exit does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return code
 
 

@@ -18,11 +18,13 @@ from typing import Any
 
 import orjson
 
+from schemas.errors import HookstreamError
+
 PACKAGE = "@octokit/webhooks-examples"
 VERSION = "7.6.1"
 
 
-class CorpusError(RuntimeError):
+class CorpusError(HookstreamError):
     pass
 
 

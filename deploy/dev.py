@@ -12,12 +12,12 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import FrameType
 
 from deploy.broker import BrokerState, LocalBroker
+from deploy.commands import hookstream_argv
 from schemas.settings import Settings
 
 # Commands started under `dev`; the workers join this list as their processors land.
@@ -73,9 +73,9 @@ def run_dev(settings: Settings) -> int:
         HOOKSTREAM_WEBHOOK_SECRETS=secret.decode(),
         HOOKSTREAM_RUNNER_TOKENS=token.decode(),
     )
-    hookstream = [sys.executable, "-m", "deploy.cli"]
     children = [
-        subprocess.Popen([*hookstream, *args], env=env, start_new_session=True) for args in CHILDREN
+        subprocess.Popen(hookstream_argv(*args), env=env, start_new_session=True)
+        for args in CHILDREN
     ]
     url = f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/github"
     print(

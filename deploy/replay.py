@@ -13,7 +13,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -21,12 +20,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from deploy.commands import hookstream_argv
+from schemas.errors import HookstreamError
 from schemas.settings import Settings
 
 IDLE_GROUP_STATES = ("Empty", "Dead", "")
 
 
-class ReplayError(RuntimeError):
+class ReplayError(HookstreamError):
     pass
 
 
@@ -41,7 +42,17 @@ class Horizon:
 
 
 async def _group_state(admin: AIOKafkaAdminClient, group: str) -> tuple[str, int]:
-    [response] = await admin.describe_consumer_groups([group])
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            [response] = await admin.describe_consumer_groups([group])
+            break
+        except KafkaError as exc:
+            # A new broker creates its offsets topic on first use and elects the group's
+            # coordinator meanwhile: worth waiting for, not worth failing on.
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
     _error, _group, state, _ptype, _protocol, members, *_ = response.groups[0]
     return str(state), len(members)
 
@@ -112,7 +123,7 @@ def replay(settings: Settings, processor: str, timeout_s: float = 3600.0) -> Hor
     horizon = asyncio.run(rewind(settings, settings.app_id(processor)))
     print(f"replaying {horizon.records} records of {settings.events_topic} into {processor}")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "deploy.cli", "worker", processor],
+        hookstream_argv("worker", processor),
         env=dict(os.environ, HOOKSTREAM_REPLAY="1"),
     )
     deadline = time.monotonic() + timeout_s

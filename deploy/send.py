@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from ingress.signature import sign
 from schemas.envelope import FORM_CONTENT_TYPE, JSON_CONTENT_TYPE
+from schemas.signature import sign
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,18 @@
 """The aiohttp application: GitHub deliveries in, records on ``github.events`` out.
 
-The handler is a thin shell around :mod:`ingress.delivery`: it reads the body under
-the size cap, lets the pure functions decide, appends to the event log, and answers
-202 only once Kafka acknowledged (DESIGN.md §5).
+Each handler reads as the steps of DESIGN.md §5: the pure functions of
+:mod:`ingress.delivery` decide, the handler appends to the event log and answers 202
+only once Kafka acknowledged. What every request shares lives in two middlewares:
+``answer_rejections`` turns any :class:`Rejection` (and an unavailable event log) into
+the JSON error, and ``observe_deliveries`` times, counts and logs each delivery.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
@@ -18,13 +21,17 @@ from ingress.delivery import Rejection, accept_body, inspect_headers
 from ingress.event_log import EventLog, EventLogUnavailable
 from ingress.metrics import UNVERIFIED_EVENT, IngressMetrics
 from ingress.run_status import MAX_REPORT_BYTES, authorize_runner, parse_report
-from ingress.signature import SignatureVerifier
 from schemas.envelope import utc_now
+from schemas.errors import HookstreamError
 from schemas.settings import Settings
+from schemas.signature import SignatureVerifier
 
 WEBHOOK_PATH = "/webhooks/github"
+WEBHOOK_ROUTE = "webhook"
 
 delivery_log = logging.getLogger("hookstream.ingress.delivery")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
@@ -32,7 +39,7 @@ METRICS = web.AppKey("metrics", IngressMetrics)
 VERIFIER = web.AppKey("verifier", SignatureVerifier)
 
 
-class MissingSecret(RuntimeError):
+class MissingSecret(HookstreamError):
     def __init__(self) -> None:
         super().__init__(
             "refusing to start: no webhook secret configured. Set HOOKSTREAM_WEBHOOK_SECRETS "
@@ -47,83 +54,101 @@ def _json(status: int, body: dict[str, str], headers: dict[str, str] | None = No
     )
 
 
-async def receive_webhook(request: web.Request) -> web.Response:
-    app = request.app
-    metrics = app[METRICS]
-    started = time.perf_counter()
-    event = UNVERIFIED_EVENT
+# The reason code of an error answer, for the middleware that counts and logs deliveries.
+REJECTED = web.ResponseKey("rejected", str)
+
+
+@dataclass(slots=True)
+class DeliverySeen:
+    """What the webhook handler learned of a delivery, for its metrics and log line."""
+
+    event: str = UNVERIFIED_EVENT  # until the signature is verified: see ingress.metrics
     action: str | None = None
-    delivery_id = request.headers.get("X-GitHub-Delivery", "")
+
+
+SEEN = web.RequestKey("seen", DeliverySeen)
+
+
+@web.middleware
+async def answer_rejections(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal of every route becomes ``{"error": code, "message": text}``."""
+    try:
+        return await handler(request)
+    except EventLogUnavailable as exc:
+        rejection = Rejection(503, "unavailable", str(exc))
+    except Rejection as exc:
+        rejection = exc
+    response = _json(
+        rejection.status,
+        {"error": rejection.reason, "message": rejection.message},
+        rejection.headers,
+    )
+    response[REJECTED] = rejection.reason
+    return response
+
+
+@web.middleware
+async def observe_deliveries(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Times, counts and logs each webhook delivery (one JSON line per delivery)."""
+    if request.match_info.route.name != WEBHOOK_ROUTE:
+        return await handler(request)
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    seen = request[SEEN] = DeliverySeen()
     metrics.in_flight.inc()
     try:
-        settings = app[SETTINGS]
-        meta = inspect_headers(
-            request.headers, request.content_length, settings.ingress_max_body_bytes
-        )
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise Rejection(
-                413,
-                "too_large",
-                f"body exceeds the {settings.ingress_max_body_bytes}-byte cap",
-            ) from None
-        record = accept_body(meta, body, app[VERIFIER], utc_now())
-        event, action = record.event, record.action
-        try:
-            await app[EVENT_LOG].append(record)
-        except EventLogUnavailable as exc:
-            raise Rejection(503, "unavailable", str(exc)) from None
-        elapsed = time.perf_counter() - started
-        metrics.ack_seconds.observe(elapsed)
-        status, outcome = 202, "accepted"
-        response = _json(202, {"delivery": record.delivery_id})
-    except Rejection as rejection:
-        elapsed = time.perf_counter() - started
-        status, outcome = rejection.status, rejection.reason
-        response = _json(status, {"error": rejection.reason, "message": rejection.message})
+        response = await handler(request)
     finally:
         metrics.in_flight.dec()
-    metrics.deliveries.labels(event, outcome).inc()
+    elapsed = time.perf_counter() - started
+    outcome = response.get(REJECTED, "accepted")
+    if outcome == "accepted":
+        metrics.ack_seconds.observe(elapsed)
+    metrics.deliveries.labels(seen.event, outcome).inc()
     if delivery_log.isEnabledFor(logging.INFO):
         fields = {
-            "delivery": delivery_id,
-            "event": event,
-            "action": action,
+            "delivery": request.headers.get("X-GitHub-Delivery", ""),
+            "event": seen.event,
+            "action": seen.action,
             "outcome": outcome,
-            "status": status,
+            "status": response.status,
             "latency_ms": round(elapsed * 1000, 3),
         }
         delivery_log.info("delivery %s", outcome, extra={"fields": fields})
     return response
 
 
+async def read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        cap = request.app[SETTINGS].ingress_max_body_bytes
+        raise Rejection(413, "too_large", f"body exceeds the {cap}-byte cap") from None
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    """DESIGN.md §5: check the headers, read the body under the cap, verify, append, 202."""
+    app = request.app
+    meta = inspect_headers(
+        request.headers, request.content_length, app[SETTINGS].ingress_max_body_bytes
+    )
+    record = accept_body(meta, await read_body(request), app[VERIFIER], utc_now())
+    request[SEEN].event, request[SEEN].action = record.event, record.action
+    await app[EVENT_LOG].append(record)  # returns once Kafka acknowledged, acks=all
+    return _json(202, {"delivery": record.delivery_id})
+
+
 async def receive_run_status(request: web.Request) -> web.Response:
+    """A runner's report: authorize, read, validate, record on hookstream.run-status."""
     app = request.app
     settings = app[SETTINGS]
     run_id = request.match_info["run_id"]
-    try:
-        authorize_runner(request.headers.get("Authorization"), settings.runner_token_list)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise Rejection(413, "too_large", "report too large") from None
-        if len(body) > MAX_REPORT_BYTES:
-            raise Rejection(413, "too_large", f"report exceeds {MAX_REPORT_BYTES} bytes")
-        record = parse_report(run_id, request.headers.get("Content-Type", ""), body, utc_now())
-        try:
-            await app[EVENT_LOG].publish(
-                settings.run_status_topic, run_id.encode(), record.to_json(), []
-            )
-        except EventLogUnavailable as exc:
-            raise Rejection(503, "unavailable", str(exc)) from None
-    except Rejection as rejection:
-        headers = {"WWW-Authenticate": "Bearer"} if rejection.status == 401 else None
-        return _json(
-            rejection.status,
-            {"error": rejection.reason, "message": rejection.message},
-            headers,
-        )
+    authorize_runner(request.headers.get("Authorization"), settings.runner_token_list)
+    body = await read_body(request)
+    if len(body) > MAX_REPORT_BYTES:
+        raise Rejection(413, "too_large", f"report exceeds {MAX_REPORT_BYTES} bytes")
+    record = parse_report(run_id, request.headers.get("Content-Type", ""), body, utc_now())
+    await app[EVENT_LOG].publish(settings.run_status_topic, run_id.encode(), record.to_json(), [])
     return _json(202, {"run": run_id, "status": record.status})
 
 
@@ -154,15 +179,21 @@ def create_app(settings: Settings, event_log: EventLog | None = None) -> web.App
     """Build the ingress application; raises :class:`MissingSecret` without a secret."""
     if not settings.secrets:
         raise MissingSecret()
-    app = web.Application(client_max_size=settings.ingress_max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.ingress_max_body_bytes,
+        # Outermost first: the delivery is observed with the answer the rejections made.
+        middlewares=[observe_deliveries, answer_rejections],
+    )
     app[SETTINGS] = settings
     app[VERIFIER] = SignatureVerifier(settings.secrets)
     app[METRICS] = IngressMetrics()
     app[EVENT_LOG] = event_log or EventLog(settings)
     app.cleanup_ctx.append(_event_log_lifecycle)
-    app.router.add_post(WEBHOOK_PATH, receive_webhook)
-    app.router.add_post("/v1/runs/{run_id}/status", receive_run_status)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_routes([
+        web.post(WEBHOOK_PATH, receive_webhook, name=WEBHOOK_ROUTE),
+        web.post("/v1/runs/{run_id}/status", receive_run_status),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/metrics", metrics_endpoint),
+    ])  # fmt: skip
     return app

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from ingress.signature import InvalidSignature, SignatureVerifier
 from schemas.envelope import (
     FORM_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -20,6 +19,8 @@ from schemas.envelope import (
     parse_payload,
     partition_key,
 )
+from schemas.errors import HookstreamError
+from schemas.signature import InvalidSignature, SignatureVerifier
 
 ACCEPTED_CONTENT_TYPES = (JSON_CONTENT_TYPE, FORM_CONTENT_TYPE)
 
@@ -31,14 +32,17 @@ _FORWARDED = (
 )
 
 
-class Rejection(Exception):
+class Rejection(HookstreamError):
     """A request the ingress refuses; nothing of it is written to Kafka."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason  # a stable short code, used as the metrics outcome
         self.message = message
+        self.headers = headers
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,14 +15,15 @@ import time
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from deploy.topics import ensure_topics, topic_specs
 from ingress.delivery import EventRecord
+from schemas.errors import HookstreamError
 from schemas.settings import Settings
+from schemas.topics import ensure_topics, topic_specs
 
 log = logging.getLogger(__name__)
 
 
-class EventLogUnavailable(Exception):
+class EventLogUnavailable(HookstreamError):
     """The record was not acknowledged by Kafka in time; the caller must not claim success."""
 
 

@@ -18,6 +18,7 @@ from schemas.envelope import JSON_CONTENT_TYPE
 from schemas.run_status import RUN_ID_PATTERN, RunStatus, RunStatusRecord
 
 MAX_REPORT_BYTES = 1024 * 1024
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
@@ -30,13 +31,15 @@ def authorize_runner(authorization: str | None, tokens: tuple[bytes, ...]) -> No
         )
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given:
-        raise Rejection(401, "unauthorized", "missing 'Authorization: Bearer <token>' header")
+        raise Rejection(
+            401, "unauthorized", "missing 'Authorization: Bearer <token>' header", CHALLENGE
+        )
     # Compare against every token, without an early exit, like webhook secrets.
     matched = False
     for token in tokens:
         matched |= hmac.compare_digest(token, given.strip().encode())
     if not matched:
-        raise Rejection(401, "unauthorized", "unknown runner token")
+        raise Rejection(401, "unauthorized", "unknown runner token", CHALLENGE)
 
 
 def parse_report(

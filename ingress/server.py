@@ -15,8 +15,8 @@ import sys
 import uvloop
 from aiohttp import web
 
-from deploy.logs import configure_logging
 from ingress.app import MissingSecret, create_app
+from schemas.logs import configure_logging
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)

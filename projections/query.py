@@ -23,15 +23,17 @@ from aiohttp import web
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from schemas.errors import HookstreamError
+
 READONLY = {"readonly": 1}
 MAX_ROWS = 100_000
 
 
-class QueryError(Exception):
+class QueryError(HookstreamError):
     """ClickHouse refused or failed the query; the message is ClickHouse's."""
 
 
-class QueryServiceUnavailable(Exception):
+class QueryServiceUnavailable(HookstreamError):
     """No worker serves queries on the port (embedded mode falls back to the path)."""
 
 

@@ -15,19 +15,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from processors.insights.rows import InsightRows
 from projections.migrate import migrate
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Rows by table name; a row maps column names to values.
+Tables = Mapping[str, Sequence[Mapping[str, Any]]]
 
 
 def connect(dsn: str) -> Client:
@@ -55,12 +57,12 @@ class ClickHouseSink:
     async def start(self) -> None:
         await self.run(lambda client: None)
 
-    async def write(self, rows: InsightRows, batch_id: str) -> int:
+    async def write(self, tables: Tables, batch_id: str) -> int:
         """Insert every table's rows; returns the number of rows written."""
-        tables = {table: list(batch) for table, batch in rows.tables.items() if batch}
-        if not tables:
+        non_empty = {table: rows for table, rows in tables.items() if rows}
+        if not non_empty:
             return 0
-        return await self.run(lambda client: insert_tables(client, tables, batch_id))
+        return await self.run(lambda client: insert_tables(client, non_empty, batch_id))
 
     def close(self) -> None:
         if self._client is not None:
@@ -72,7 +74,7 @@ def dedup_token(batch_id: str, table: str) -> str:
     return hashlib.sha256(f"{batch_id}\x1f{table}".encode()).hexdigest()
 
 
-def insert_tables(client: Client, tables: dict[str, list[dict[str, Any]]], batch_id: str) -> int:
+def insert_tables(client: Client, tables: Tables, batch_id: str) -> int:
     written = 0
     for table, rows in tables.items():
         columns = list(rows[0])

@@ -19,6 +19,8 @@ from urllib.parse import parse_qs
 import orjson
 from pydantic import BaseModel
 
+from schemas.errors import HookstreamError
+
 
 class RecordHeader:
     """Kafka header names on ``github.events`` (lower-case, as HTTP/2 and Kafka tools show them)."""
@@ -39,7 +41,7 @@ JSON_CONTENT_TYPE = "application/json"
 M = TypeVar("M", bound=BaseModel)
 
 
-class PayloadError(ValueError):
+class PayloadError(HookstreamError, ValueError):
     """The body is not a JSON object, or a form body has no ``payload`` field."""
 
 

@@ -112,7 +112,7 @@ async def write(sink: ClickHouseSink, rows: InsightRows, batch_id: str) -> None:
     delay = 0.5
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
-            await sink.write(rows, batch_id)
+            await sink.write(rows.tables, batch_id)
             return
         except Exception as exc:
             if attempt == WRITE_ATTEMPTS:

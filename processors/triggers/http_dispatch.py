@@ -19,9 +19,10 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from ingress.signature import sign
 from processors.triggers.rules import TargetSpec
 from schemas.dispatch import DispatchRequest
+from schemas.errors import HookstreamError
+from schemas.signature import sign
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class _Job:
     remaining: list[int]  # shared by the job's targets: the last one to finish calls done
 
 
-class MissingTargetSecret(RuntimeError):
+class MissingTargetSecret(HookstreamError):
     pass
 
 

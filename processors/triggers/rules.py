@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.errors import HookstreamError
+
 PATTERN = re.compile(
     r"^github:(?P<owner>[A-Za-z0-9_.*?\[\]-]+)/(?P<repo>[A-Za-z0-9_.*?\[\]-]+)"
     r":(?P<event>[a-z_]+)(?:\.(?P<action>[a-z_]+))?$"
@@ -143,7 +145,7 @@ _Loader.add_implicit_resolver(
 )
 
 
-class TriggerFileError(ValueError):
+class TriggerFileError(HookstreamError, ValueError):
     def __init__(self, source: str, line: int | None, reason: str) -> None:
         where = f"{source}:{line}" if line else source
         super().__init__(f"{where}: {reason}")

@@ -7,9 +7,9 @@ import asyncio
 import faust
 import uvloop
 
-from deploy.logs import configure_logging
-from deploy.topics import ensure_topics, topic_specs
+from schemas.logs import configure_logging
 from schemas.settings import Settings
+from schemas.topics import ensure_topics, topic_specs
 
 
 def run_worker(app: faust.App, settings: Settings) -> None:

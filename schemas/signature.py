@@ -11,10 +11,12 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
+from schemas.errors import HookstreamError
+
 PREFIX = "sha256="
 
 
-class InvalidSignature(Exception):
+class InvalidSignature(HookstreamError):
     """The delivery's signature is missing, malformed, or made with an unknown secret."""
 
 
