@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HOOKSTREAM_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: run test lint bench bench-ingress bench-triggers bench-insights kafka-up kafka-down kafka-jars test-data venv clean
+.PHONY: run test test-unit lint bench bench-ingress bench-triggers bench-insights kafka-up kafka-down kafka-jars test-data venv clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -33,10 +33,15 @@ kafka-down: $(STAMP)
 test: $(STAMP) kafka-jars test-data
 	$(BIN)/pytest
 
+# Pure logic only: no broker, no network, no corpus download; a few seconds.
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: bench-ingress bench-triggers bench-insights
 

@@ -29,9 +29,10 @@ import aiohttp
 
 from deploy import corpus
 from deploy.broker import LocalBroker
-from ingress.signature import sign
+from deploy.commands import hookstream_argv
 from schemas.settings import Settings
-from tests.conftest import CACHE_DIR, free_port_pair, local_broker, read_topic, unique_topic
+from schemas.signature import sign
+from tests.helpers import CACHE_DIR, free_port_pair, local_broker, read_topic, unique_topic
 
 SECRET = "bench-secret"
 
@@ -221,9 +222,7 @@ def measure_ingress(
         HOOKSTREAM_INGRESS_WORKERS=str(settings.ingress_workers),
         HOOKSTREAM_KAFKA_LINGER_MS=str(settings.kafka_linger_ms),
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deploy.cli", "ingress"], env=env, stderr=subprocess.DEVNULL
-    )
+    process = subprocess.Popen([*hookstream_argv(), "ingress"], env=env, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{settings.ingress_port}"
     try:
         wait_for_port(settings.ingress_port)

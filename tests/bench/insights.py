@@ -31,11 +31,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from deploy import corpus
-from deploy.topics import ensure_topics, topic_specs
+from deploy.commands import hookstream_argv
 from projections.query import QueryServiceUnavailable, query_service
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.conftest import CACHE_DIR, free_port_pair, local_broker, processor_env
+from schemas.topics import ensure_topics, topic_specs
+from tests.helpers import CACHE_DIR, free_port_pair, local_broker, processor_env
 
 VIEWS = ("dora_deployment_frequency", "dora_lead_time", "dora_change_failure_rate",
          "dora_time_to_restore", "pr_flow", "ci_health")  # fmt: skip
@@ -131,7 +132,7 @@ async def main():
     await sink.start()
     started = time.perf_counter()
     for k, b in enumerate(batches):
-        await sink.write(b, f"bench-{k}")
+        await sink.write(b.tables, f"bench-{k}")
     print(n / (time.perf_counter() - started), flush=True)
     if len(sys.argv) > 5:
         for view in sys.argv[5].split(","):
@@ -169,7 +170,7 @@ def worker_rate(settings: Settings, n: int, workdir: Path) -> float:
     worker_settings = settings.model_copy(update={"data_dir": workdir / "worker"})
     env = processor_env(worker_settings, HOOKSTREAM_QUERY_PORT=str(port))
     with (workdir / "worker.log").open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "deploy.cli", "worker", "insights"],
+        worker = subprocess.Popen([*hookstream_argv(), "worker", "insights"],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             started = None

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import copy
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,12 +28,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from deploy import corpus
-from deploy.topics import ensure_topics, topic_specs
+from deploy.commands import hookstream_argv
 from processors.triggers.matcher import Matcher
 from processors.triggers.rules import parse_trigger_file
 from schemas.envelope import Envelope, RecordHeader
 from schemas.settings import Settings
-from tests.conftest import CACHE_DIR, local_broker, processor_env
+from schemas.topics import ensure_topics, topic_specs
+from tests.helpers import CACHE_DIR, local_broker, processor_env
 
 
 def rules_yaml(count: int) -> str:
@@ -161,7 +161,7 @@ def bench_worker(settings: Settings, env: dict[str, str], n: int, workdir: Path)
     asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
     with (workdir / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "worker", "triggers"], env=env, stdout=log,
+            [*hookstream_argv(), "worker", "triggers"], env=env, stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:

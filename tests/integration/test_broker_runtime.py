@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from deploy.broker import new_cluster_id
-from tests.conftest import CACHE_DIR, free_port_pair, local_broker
+from deploy.commands import hookstream_argv
+from tests.helpers import CACHE_DIR, free_port_pair, local_broker
 
 pytestmark = pytest.mark.integration
 
 
 def hookstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
+        [*hookstream_argv(), *args],
         env=env,
         capture_output=True,
         text=True,

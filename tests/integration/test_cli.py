@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -13,16 +14,20 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from deploy.commands import hookstream_argv
 from deploy.corpus import Example
 from deploy.send import signed_delivery
 from schemas.envelope import Envelope, RecordHeader
-from tests.conftest import (
+from schemas.topics import ensure_topics, topic_specs
+from tests.helpers import (
     CACHE_DIR,
     SECRET,
     RunningIngress,
     free_port_pair,
     make_settings,
+    processor_env,
     read_topic,
 )
 
@@ -35,7 +40,7 @@ def cli_env(**env: str) -> dict[str, str]:
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
+        [*hookstream_argv(), *args],
         env=cli_env(**env),
         capture_output=True,
         text=True,
@@ -47,7 +52,7 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 async def run_cli_async(*args: str) -> subprocess.CompletedProcess[str]:
     """Like run_cli, without blocking the event loop that serves the test's ingress."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "deploy.cli", *args,
+        *hookstream_argv(), *args,
         env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 60)
@@ -130,7 +135,7 @@ async def test_ingress_with_two_processes_serves_and_stops_cleanly(
 ) -> None:
     settings = make_settings(kafka_bootstrap, tmp_path, ingress_port=free_port_pair())
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "deploy.cli", "ingress",
+        *hookstream_argv(), "ingress",
         env=cli_env(
             HOOKSTREAM_WEBHOOK_SECRETS=SECRET.decode(),
             HOOKSTREAM_KAFKA_BOOTSTRAP=kafka_bootstrap,
@@ -164,3 +169,93 @@ async def test_ingress_with_two_processes_serves_and_stops_cleanly(
     assert sorted(dict(r.headers)[RecordHeader.DELIVERY].decode() for r in records) == sorted(
         d.delivery_id for d in deliveries
     )
+
+
+DECOY = "raise SystemExit('a schemas.py of the working directory was imported')\n"
+
+
+def test_children_import_hookstream_not_the_working_directorys_files(tmp_path: Path) -> None:
+    # Any FastAPI project has a schemas.py; hookstream run from there must not import it.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "schemas.py").write_text(DECOY)
+    (project / "triggers.yml").write_text("workflows:\n  w:\n    on: ['github:*/*:push']\n")
+
+    def check(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*argv, "triggers", "check", "triggers.yml"], cwd=project, env=cli_env(),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    started = check(hookstream_argv())
+    assert (started.returncode, started.stdout.strip()) == (
+        0, "triggers.yml: ok: 1 workflows, 1 triggers, 0 commands, 0 targets"
+    )  # fmt: skip
+    # How children were started before: the working directory came first on the path.
+    assert (
+        "schemas.py of the working directory" in check([sys.executable, "-m", "deploy.cli"]).stderr
+    )
+
+
+async def test_replay_from_a_directory_with_a_decoy_schemas_py(
+    kafka_bootstrap: str, tmp_path: Path, examples: tuple[Example, ...]
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "schemas.py").write_text(DECOY)
+    settings = make_settings(kafka_bootstrap, tmp_path)
+    await ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    push = next(e for e in examples if e.name == "push#5")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.events_topic, push.body, key=b"1",
+            headers=[(RecordHeader.EVENT, b"push"), (RecordHeader.DELIVERY, b"decoy-1")],
+        )  # fmt: skip
+    finally:
+        await producer.stop()
+    # The user's entry point, run from the project: the worker it starts must read the log.
+    replay = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "hookstream"), "replay", "triggers",
+        cwd=project, env=processor_env(settings), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(replay.communicate(), 120)
+    assert replay.returncode == 0, out.decode()[-2000:]
+    assert b"replay of triggers done" in out
+
+
+@pytest.mark.parametrize(
+    "args", [("send", "--list"), ("sql", "SELECT number FROM numbers(100000)")]
+)
+def test_a_closed_pipe_ends_a_command_quietly(args: tuple[str, ...], tmp_path: Path) -> None:
+    # `hookstream send --list | head`: the reader goes away before the writer is done.
+    env = cli_env(HOOKSTREAM_DATA_DIR=str(tmp_path), HOOKSTREAM_QUERY_PORT="1")
+    process = subprocess.Popen(
+        hookstream_argv(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()  # like `head` exiting at once
+    err = process.stderr.read().decode()
+    assert process.wait(120) == 128 + signal.SIGPIPE
+    assert err == ""
+
+
+def test_ctrl_c_ends_a_command_quietly() -> None:
+    # A server that accepts the connection and never answers: `send` waits for it.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/webhooks/github"
+        process = subprocess.Popen(
+            hookstream_argv("send", "--example", "ping", "--secret", "s", "--url", url),
+            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        connection, _ = silent.accept()  # the request has been sent
+        with connection:
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT
+    assert (out, err) == ("", "")

@@ -19,11 +19,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from deploy.corpus import Example
-from deploy.logs import JsonFormatter
 from deploy.send import installation_target, signed_delivery
-from ingress.signature import sign
 from schemas.envelope import Envelope, RecordHeader
-from tests.conftest import (
+from schemas.logs import JsonFormatter
+from schemas.signature import sign
+from tests.helpers import (
     SECRET,
     RunningIngress,
     make_settings,

@@ -23,13 +23,14 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from deploy.commands import hookstream_argv
 from deploy.corpus import Example
 from deploy.send import signed_delivery
 from processors.dead_letter import ERROR_HEADER
 from projections.query import QueryError, QueryServiceUnavailable, query_service
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.conftest import (
+from tests.helpers import (
     SECRET,
     RunningIngress,
     eventually,
@@ -68,7 +69,7 @@ class InsightsWorker:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "deploy.cli", "worker", "insights",
+            *hookstream_argv(), "worker", "insights",
             env=self.env(), stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -266,7 +267,7 @@ def test_sql_cli_direct_mode_reads_and_refuses_writes(tmp_path: Path) -> None:
 
     def sql(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "deploy.cli", "sql", *args],
+            [*hookstream_argv(), "sql", *args],
             env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 
@@ -332,13 +333,13 @@ async def test_replay_rebuilds_the_tables_from_the_log(
     shutil.rmtree(worker.data_dir / "insights")
     env = worker.env()
     replay = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "deploy.cli", "replay", "insights",
+        *hookstream_argv(), "replay", "insights",
         env=env, stdout=worker.log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     assert await asyncio.wait_for(replay.wait(), 240) == 0, worker.log.read_text()[-3000:]
     # No worker runs now: `hookstream sql` opens the rebuilt path itself.
     sql = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "deploy.cli", "sql",
+        *hookstream_argv(), "sql",
         "SELECT count() AS n, uniqExact(delivery_id) AS u FROM deliveries FINAL",
         "--format", "json", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip

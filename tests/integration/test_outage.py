@@ -10,7 +10,7 @@ import pytest
 
 from deploy.send import signed_delivery
 from schemas.envelope import RecordHeader
-from tests.conftest import (
+from tests.helpers import (
     SECRET,
     local_broker,
     make_settings,

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import RunningIngress, read_topic
+from tests.helpers import RunningIngress, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ import hmac
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 
+from deploy.commands import hookstream_argv
 from deploy.corpus import Example
 from deploy.replay import caught_up, log_end
 from deploy.send import SignedDelivery, signed_delivery
@@ -34,7 +34,7 @@ from processors.dead_letter import ERROR_HEADER
 from schemas.dispatch import dispatch_id
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.conftest import SECRET, RunningIngress, eventually, processor_env, read_topic
+from tests.helpers import SECRET, RunningIngress, eventually, processor_env, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +120,7 @@ def worker_env(settings: Settings, triggers: Path) -> dict[str, str]:
 
 async def start_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "deploy.cli", "worker", "triggers",
+        *hookstream_argv(), "worker", "triggers",
         env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -239,7 +239,7 @@ async def test_deliveries_dispatch_exactly_once_through_redelivery_and_replay(
 
         # A replay while the worker runs is refused: two consumers of one group would race.
         refused = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "deploy.cli", "replay", "triggers",
+            *hookstream_argv(), "replay", "triggers",
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         _, err = await asyncio.wait_for(refused.communicate(), 60)
@@ -257,7 +257,7 @@ async def test_deliveries_dispatch_exactly_once_through_redelivery_and_replay(
     # Replay: the whole log again, effects off: no new dispatch, no HTTP call.
     calls_before = sum(sum(t.attempts.values()) for t, _ in targets.values())
     replay = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "deploy.cli", "replay", "triggers",
+        *hookstream_argv(), "replay", "triggers",
         env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     assert await asyncio.wait_for(replay.wait(), 240) == 0, log.read_text()[-3000:]
@@ -277,7 +277,7 @@ def test_worker_refuses_an_invalid_trigger_file(tmp_path: Path) -> None:
     bad = tmp_path / "triggers.yml"
     bad.write_text("workflows:\n  w:\n    on: ['nonsense']\n")
     result = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "worker", "triggers"],
+        [*hookstream_argv(), "worker", "triggers"],
         env=dict(os.environ, HOOKSTREAM_TRIGGERS_FILE=str(bad)),
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -293,7 +293,7 @@ def test_worker_refuses_a_target_without_its_secret(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != "UNSET_SECRET_X"}
     result = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "worker", "triggers"],
+        [*hookstream_argv(), "worker", "triggers"],
         env=dict(env, HOOKSTREAM_TRIGGERS_FILE=str(path)),
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

@@ -21,14 +21,14 @@ from aiohttp.test_utils import TestServer
 
 from deploy.corpus import Example
 from deploy.send import signed_delivery
-from tests.conftest import (
+from tests.helpers import (
     SECRET,
     RunningIngress,
+    WorkerProcess,
     eventually,
     free_port_pair,
     processor_env,
 )
-from tests.integration.test_worker_restarts import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,7 @@ import orjson
 import pytest
 
 from schemas.settings import Settings
-from tests.conftest import eventually, make_settings, processor_env
-from tests.integration.test_worker_restarts import WorkerProcess
+from tests.helpers import WorkerProcess, eventually, make_settings, processor_env
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,6 @@ import itertools
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -29,13 +28,16 @@ from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from deploy.commands import hookstream_argv
 from deploy.corpus import Example
-from deploy.topics import ensure_topics, topic_specs
 from processors.offsets import OffsetReader
 from schemas.dispatch import dispatch_id
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.conftest import (
+from schemas.topics import ensure_topics, topic_specs
+from tests.helpers import (
+    Life,
+    WorkerProcess,
     eventually,
     free_port_pair,
     make_settings,
@@ -78,42 +80,6 @@ class Traffic:
                 await asyncio.sleep(pace_s)
         finally:
             await producer.stop()
-
-
-@dataclass
-class Life:
-    """One run of a worker process: when it started, and the signal that ended it."""
-
-    started: float
-    ended_by: int | None = None
-
-
-@dataclass
-class WorkerProcess:
-    """``hookstream worker NAME`` in its own process, restarted at will."""
-
-    processor: str
-    env: dict[str, str]
-    log: Path
-    process: asyncio.subprocess.Process | None = None
-    lives: list[Life] = field(default_factory=list)
-
-    async def start(self) -> None:
-        self.lives.append(Life(time.time()))
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "deploy.cli", "worker", self.processor,
-            env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    async def stop(self, sig: int = signal.SIGTERM) -> None:
-        process = self.process
-        assert process is not None
-        if process.returncode is not None:
-            raise AssertionError(f"worker exited by itself with {process.returncode}")
-        self.lives[-1].ended_by = sig
-        process.send_signal(sig)
-        code = await asyncio.wait_for(process.wait(), 90)
-        assert code in (0, -sig), f"worker stopped with {code}; see {self.log}"
 
 
 async def restart_under_traffic(
@@ -358,7 +324,7 @@ async def test_replays_of_a_full_log_read_every_record(
 
     for attempt in range(5):
         replay = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "deploy.cli", "replay", "triggers",
+            *hookstream_argv(), "replay", "triggers",
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:

@@ -11,8 +11,9 @@ from multidict import CIMultiDict
 
 from deploy.corpus import Example
 from ingress.delivery import Rejection, accept_body, inspect_headers
-from ingress.signature import SignatureVerifier, sign
 from schemas.envelope import Envelope, RecordHeader
+from schemas.signature import SignatureVerifier, sign
+from tests.helpers import sample, sample_names
 
 SECRET = b"s3cret"
 VERIFIER = SignatureVerifier([SECRET])
@@ -141,10 +142,15 @@ def test_declared_length_over_the_cap_is_refused_before_reading() -> None:
     assert str(CAP) in refused.message
 
 
-def test_every_corpus_example_is_accepted(examples: tuple[Example, ...]) -> None:
-    for example in examples:
-        body = example.body
-        headers = github_headers(body, **{"X-GitHub-Event": example.event})
-        record = accept_body(inspect_headers(headers, len(body), 1 << 25), body, VERIFIER, NOW)
-        assert record.event == example.event
-        assert record.action == example.action
+def assert_accepted(example: Example) -> None:
+    body = example.body
+    headers = github_headers(body, **{"X-GitHub-Event": example.event})
+    record = accept_body(inspect_headers(headers, len(body), 1 << 25), body, VERIFIER, NOW)
+    assert record.event == example.event
+    assert record.action == example.action
+    assert record.value == body  # byte for byte
+
+
+@pytest.mark.parametrize("name", sample_names())
+def test_every_sample_is_accepted(name: str) -> None:
+    assert_accepted(sample(name))

@@ -14,6 +14,7 @@ from deploy.corpus import Example
 from processors.insights.rows import insight_rows
 from projections.schema import MIGRATIONS
 from schemas.envelope import Envelope, RecordHeader
+from tests.helpers import sample, sample_names
 
 RECEIVED = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 
@@ -40,27 +41,30 @@ def table_columns() -> dict[str, list[str]]:
     return columns
 
 
-def test_every_corpus_delivery_makes_one_deliveries_row_and_fitting_rows(
-    examples: tuple[Example, ...],
-) -> None:
+def assert_rows_fit(example: Example) -> None:
+    """One ``deliveries`` row, and every row fits its table's columns."""
     columns = table_columns()
-    for example in examples:
-        for form in (False, True):
-            rows = insight_rows(envelope(example.event, example.body, form))
-            [delivery] = rows.tables["deliveries"]
-            assert delivery["delivery_id"] == "d-1"
-            assert delivery["hook_id"] == "7"
-            assert delivery["event"] == example.event
-            assert delivery["action"] == (example.action or "")
-            assert orjson.loads(delivery["payload"]) == example.payload
-            for table, table_rows in rows.tables.items():
-                for row in table_rows:
-                    assert sorted(row) == sorted(columns[table]), (example.name, table)
-                    assert row["delivery_id"] == "d-1"
+    for form in (False, True):
+        rows = insight_rows(envelope(example.event, example.body, form))
+        [delivery] = rows.tables["deliveries"]
+        assert delivery["delivery_id"] == "d-1"
+        assert delivery["hook_id"] == "7"
+        assert delivery["event"] == example.event
+        assert delivery["action"] == (example.action or "")
+        assert orjson.loads(delivery["payload"]) == example.payload
+        for table, table_rows in rows.tables.items():
+            for row in table_rows:
+                assert sorted(row) == sorted(columns[table]), (example.name, table)
+                assert row["delivery_id"] == "d-1"
 
 
-def test_pull_request_rows_follow_the_payload(examples: tuple[Example, ...]) -> None:
-    example = next(e for e in examples if e.name == "pull_request.opened")
+@pytest.mark.parametrize("name", sample_names())
+def test_every_sample_makes_one_deliveries_row_and_fitting_rows(name: str) -> None:
+    assert_rows_fit(sample(name))
+
+
+def test_pull_request_rows_follow_the_payload() -> None:
+    example = sample("pull_request.opened")
     pr = example.payload["pull_request"]
     [row] = insight_rows(envelope("pull_request", example.body)).tables["pull_requests"]
     assert (row["number"], row["author_login"], row["head_ref"], row["base_ref"]) == (
@@ -73,8 +77,8 @@ def test_pull_request_rows_follow_the_payload(examples: tuple[Example, ...]) -> 
     assert row["received_at"] == RECEIVED
 
 
-def test_push_rows_are_commits_with_the_push_time(examples: tuple[Example, ...]) -> None:
-    example = next(e for e in examples if e.name == "push#5")
+def test_push_rows_are_commits_with_the_push_time() -> None:
+    example = sample("push#5")
     payload = example.payload
     rows = insight_rows(envelope("push", example.body)).tables["commits"]
     assert [r["sha"] for r in rows] == [c["id"] for c in payload["commits"]]
@@ -82,8 +86,8 @@ def test_push_rows_are_commits_with_the_push_time(examples: tuple[Example, ...])
     assert rows[0]["pushed_at"] == datetime.fromtimestamp(payload["repository"]["pushed_at"], UTC)
 
 
-def test_review_rows_know_bots_and_authors(examples: tuple[Example, ...]) -> None:
-    example = next(e for e in examples if e.name == "pull_request_review.submitted")
+def test_review_rows_know_bots_and_authors() -> None:
+    example = sample("pull_request_review.submitted")
     payload = copy.deepcopy(example.payload)
     payload["review"]["user"] = {"id": 99, "login": "renovate[bot]", "type": "Bot"}
     rows = insight_rows(envelope("pull_request_review", orjson.dumps(payload)))

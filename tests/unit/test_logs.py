@@ -7,7 +7,7 @@ import logging
 import orjson
 import pytest
 
-from deploy.logs import DemoteStartupNoise, JsonFormatter
+from schemas.logs import DemoteStartupNoise, JsonFormatter
 
 
 def record(name: str, level: int, msg: str) -> logging.LogRecord:

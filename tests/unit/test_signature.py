@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingress.signature import InvalidSignature, SignatureVerifier, sign
+from schemas.signature import InvalidSignature, SignatureVerifier, sign
 
 # From GitHub's "Validating webhook deliveries" documentation.
 DOC_SECRET = b"It's a Secret to Everybody"

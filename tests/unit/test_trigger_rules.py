@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from deploy.commands import hookstream_argv
 from processors.triggers.rules import TriggerFileError, parse_trigger_file
 
 VALID = """\
@@ -82,7 +82,7 @@ def test_invalid_files_name_the_line_and_reason(text: str, line: int, reason: st
 
 def run_check(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "triggers", "check", str(path)],
+        [*hookstream_argv(), "triggers", "check", str(path)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
