@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         default=SecretStr(""),
         description="Bearer tokens runners use to report status (comma-separated, rotation).",
     )
+    stop_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A worker that has not stopped this long after SIGTERM dumps the stacks "
+        "of its threads to the log and exits with 70.",
+    )
     worker_metrics_host: str = Field(
         default="127.0.0.1", description="Where workers serve GET /metrics (0.0.0.0 in a pod)."
     )
@@ -103,6 +109,23 @@ class Settings(BaseSettings):
     replay: bool = Field(
         default=False, description="Set by `hookstream replay`: effectors (HTTP, GitHub) are off."
     )
+
+    # --- checks (GitHub App) -------------------------------------------------------------
+    github_app_id: str | None = Field(
+        default=None, description="The GitHub App's id; unset: check runs are recorded, not sent."
+    )
+    github_private_key_file: Path | None = Field(
+        default=None, description="The App's private key (PEM), as GitHub generated it."
+    )
+    github_api_url: str = "https://api.github.com"
+    github_timeout_s: float = Field(
+        default=10.0, gt=0, description="Deadline of one GitHub API request."
+    )
+    checks_details_url: str | None = Field(
+        default=None,
+        description="A check run's details link; {dispatch_id} and {run_id} are filled in.",
+    )
+    checks_topic: str = "hookstream.checks"
 
     # --- insights --------------------------------------------------------------------------
     clickhouse_dsn: str | None = Field(
@@ -160,6 +183,10 @@ class Settings(BaseSettings):
     @property
     def dlq_topic(self) -> str:
         return f"{self.events_topic}.dlq"
+
+    @property
+    def checks_dlq_topic(self) -> str:
+        return f"{self.checks_topic}.dlq"
 
     @property
     def dispatch_dlq_topic(self) -> str:
