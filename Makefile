@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HOOKSTREAM_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: run test test-unit lint bench bench-ingress bench-triggers bench-insights kafka-up kafka-down kafka-jars test-data venv clean
+.PHONY: run test test-unit lint bench bench-ingress bench-triggers bench-insights bench-checks kafka-up kafka-down kafka-jars test-data venv clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -20,6 +20,7 @@ kafka-jars: $(STAMP)
 
 test-data: $(STAMP)
 	$(BIN)/python -m deploy.corpus
+	$(BIN)/python -m tests.fake_github.openapi
 
 run: $(STAMP) kafka-jars
 	$(BIN)/hookstream dev
@@ -43,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: bench-ingress bench-triggers bench-insights
+bench: bench-ingress bench-triggers bench-insights bench-checks
 
 bench-ingress: $(STAMP) kafka-jars test-data
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -54,6 +55,9 @@ bench-triggers: $(STAMP) kafka-jars test-data
 
 bench-insights: $(STAMP) kafka-jars test-data
 	$(BIN)/python -m tests.bench.insights
+
+bench-checks: $(STAMP) kafka-jars test-data
+	$(BIN)/python -m tests.bench.checks
 
 clean:
 	rm -rf $(VENV) .cache .hookstream .mypy_cache .ruff_cache .pytest_cache *.egg-info

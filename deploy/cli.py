@@ -30,7 +30,7 @@ from schemas.logs import configure_logging
 from schemas.settings import Settings
 
 # Processors that can run as `hookstream worker NAME`; the others join as they land.
-PROCESSORS = ("insights", "triggers")
+PROCESSORS = ("insights", "triggers", "checks")
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -133,6 +133,11 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         from processors.insights.app import create_app as insights_app
 
         run_worker(insights_app(settings), settings)
+    elif args.processor == "checks":
+        from processors.checks.app import create_app as checks_app
+        from processors.checks.github import AppCredentials
+
+        run_worker(checks_app(settings, AppCredentials.from_settings(settings)), settings)
     else:
         from processors.triggers.app import create_app as triggers_app
 

@@ -7,10 +7,7 @@ without actions), with ``#2``, ``#3``… for the further examples of the same na
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
-import tarfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from deploy.npm import NpmError, npm_pack
 from schemas.errors import HookstreamError
 
 PACKAGE = "@octokit/webhooks-examples"
@@ -48,26 +46,12 @@ def corpus_dir(cache_dir: Path) -> Path:
 def fetch(cache_dir: Path) -> Path:
     """Download and unpack the pinned corpus unless it is there already."""
     target = corpus_dir(cache_dir)
-    index = target / "package" / "api.github.com" / "index.json"
-    if index.exists():
+    if (target / "package" / "api.github.com" / "index.json").exists():
         return target
-    npm = shutil.which("npm")
-    if npm is None:
-        raise CorpusError("npm is needed to fetch the example corpus (npm pack)")
-    target.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [npm, "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(target), "--silent"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise CorpusError(f"npm pack {PACKAGE}@{VERSION} failed: {result.stderr.strip()}")
-    tarball = target / result.stdout.strip().splitlines()[-1]
-    with tarfile.open(tarball) as tar:
-        tar.extractall(target, filter="data")
-    tarball.unlink()
-    return target
+    try:
+        return npm_pack(PACKAGE, VERSION, target)
+    except NpmError as exc:
+        raise CorpusError(str(exc)) from None
 
 
 @cache

@@ -25,6 +25,7 @@ CHILDREN: tuple[tuple[str, ...], ...] = (
     ("ingress",),
     ("worker", "triggers"),
     ("worker", "insights"),
+    ("worker", "checks"),
 )
 
 

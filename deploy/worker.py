@@ -12,6 +12,7 @@ import threading
 import faust
 import uvloop
 
+from processors.records import faust_topic_specs
 from schemas.logs import configure_logging
 from schemas.settings import Settings
 from schemas.topics import ensure_topics, topic_specs
@@ -57,7 +58,8 @@ class Worker(faust.Worker):
 def run_worker(app: faust.App, settings: Settings) -> None:
     """Create the project's topics if missing, then run ``app`` until SIGINT/SIGTERM."""
     configure_logging(settings.log_level)
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
+    topics = topic_specs(settings) + faust_topic_specs(app, settings)
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, topics))
     # Faust spends much of its time in the event loop itself; uvloop's is faster.
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())

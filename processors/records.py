@@ -8,15 +8,19 @@ from typing import Any
 
 import faust
 from faust.types import TP
+from prometheus_client import CollectorRegistry
 
 from processors import kafka_transport
 from processors.watchdog import Watchdog, source_partitions
 from schemas.settings import Settings
+from schemas.topics import TopicSpec
 
 log = logging.getLogger("hookstream.worker")
 
 
-def processor_app(settings: Settings, processor: str) -> faust.App:
+def processor_app(
+    settings: Settings, processor: str, registry: CollectorRegistry | None = None
+) -> faust.App:
     """The Faust app of one processor: its own id (= consumer group), offsets, changelogs.
 
     Tables get the event log's partition count, so a table is co-partitioned with
@@ -38,7 +42,9 @@ def processor_app(settings: Settings, processor: str) -> faust.App:
         producer_acks=-1,
         broker_session_timeout=settings.kafka_session_timeout_s,
     )
-    app.add_dependency(Watchdog(app, settings, processor))
+    # The worker's metrics: the watchdog's, and the processor's own in the same registry.
+    registry = registry or CollectorRegistry(auto_describe=True)
+    app.add_dependency(Watchdog(app, settings, processor, registry))
 
     @app.on_partitions_assigned.connect
     async def announce(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -53,6 +59,35 @@ def processor_app(settings: Settings, processor: str) -> faust.App:
     return app
 
 
+def faust_topic_specs(app: faust.App, settings: Settings) -> list[TopicSpec]:
+    """The topics Faust creates for ``app``: its tables' changelogs, its own topics.
+
+    Created before the worker starts: when Faust creates them itself, a consumer that
+    joins its group first is assigned none of their partitions, and the assignment
+    stays so until the next metadata refresh (5 minutes).
+    """
+    replication = settings.kafka_replication_factor
+    specs = [TopicSpec(f"{app.conf.id}-__assignor-__leader", 1, replication)]
+    for table in app.tables.values():
+        changelog = table.changelog_topic
+        specs.append(
+            TopicSpec(
+                changelog.get_topic_name(),
+                changelog.partitions or settings.events_partitions,
+                replication,
+                {"cleanup.policy": "compact"},
+            )
+        )
+    for agent in app.agents.values():
+        channel = agent.channel
+        if isinstance(channel, faust.TopicT) and channel.internal:
+            for name in channel.topics:
+                specs.append(
+                    TopicSpec(name, channel.partitions or settings.events_partitions, replication)
+                )
+    return specs
+
+
 def record_headers(
     headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None,
 ) -> list[tuple[str, bytes]]:
@@ -63,8 +98,13 @@ def record_headers(
     return list(headers)
 
 
-def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+def raw_topic(app: faust.App, name: str, **options: Any) -> faust.TopicT:
     """A topic of bytes: the processors read and write exact bytes, never re-encode."""
     return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        **options,
     )

@@ -1,5 +1,8 @@
 """The watchdog: is each partition this worker owns making progress?
 
+It also serves the worker's ``GET /metrics``: its own gauges and those the processor
+registers in the same registry.
+
 Every ``HOOKSTREAM_WATCHDOG_INTERVAL_S`` the worker reads, for the partitions assigned to
 it, the group's committed offset and the log end from the broker
 (:mod:`processors.offsets`), exports them as Prometheus gauges with the seconds since
@@ -77,11 +80,11 @@ def source_partitions(app: faust.App, tps: Iterable[TP]) -> list[TP]:
 
 
 class WatchdogMetrics:
-    """The worker's Prometheus registry: per-partition offsets and progress."""
+    """Per-partition offsets and progress, in the worker's Prometheus registry."""
 
-    def __init__(self, processor: str) -> None:
+    def __init__(self, processor: str, registry: CollectorRegistry) -> None:
         self.processor = processor
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = registry
         labels = ("processor", "topic", "partition")
         self.committed = Gauge(
             "hookstream_worker_committed_offset",
@@ -123,12 +126,14 @@ class WatchdogMetrics:
 class Watchdog(Service):
     """Looks at the worker's partitions periodically and serves ``GET /metrics``."""
 
-    def __init__(self, app: faust.App, settings: Settings, processor: str) -> None:
+    def __init__(
+        self, app: faust.App, settings: Settings, processor: str, registry: CollectorRegistry
+    ) -> None:
         super().__init__()
         self.app = app
         self.settings = settings
         self.group = settings.app_id(processor)
-        self.metrics = WatchdogMetrics(processor)
+        self.metrics = WatchdogMetrics(processor, registry)
         self.port = settings.worker_metrics_port_for(processor)
         self._progress: dict[TopicPartition, Progress] = {}
         self._last: dict[TopicPartition, PartitionOffsets] = {}

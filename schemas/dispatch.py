@@ -39,6 +39,16 @@ class DeliveryRef(BaseModel):
     action: str | None = None
 
 
+class CheckAction(BaseModel):
+    """A button on the check run; clicking it dispatches the workflow with ``ACTION``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = Field(min_length=1, max_length=20)
+    description: str = Field(min_length=1, max_length=40)
+    identifier: str = Field(min_length=1, max_length=20)
+
+
 class DispatchRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -56,6 +66,13 @@ class DispatchRequest(BaseModel):
     variables: dict[str, str] = Field(default_factory=dict)
     targets: tuple[str, ...] = ()
     requested_at: datetime | None = None
+    installation_id: int | None = Field(
+        default=None, description="The GitHub App installation of the delivery, if any."
+    )
+    check_name: str | None = Field(
+        default=None, description="The GitHub check run to show for it; None: no check run."
+    )
+    check_actions: tuple[CheckAction, ...] = ()
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))

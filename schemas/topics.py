@@ -56,6 +56,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             settings.kafka_replication_factor,
             log_configs,
         ),
+        # Check-run transitions: the record of what each pull request showed, and why.
+        TopicSpec(
+            settings.checks_topic,
+            settings.dispatch_partitions,
+            settings.kafka_replication_factor,
+            log_configs,
+        ),
+        TopicSpec(settings.checks_dlq_topic, 1, settings.kafka_replication_factor, log_configs),
     ]
 
 

@@ -271,6 +271,7 @@ class Matcher:
         platform_user: str | None = None,
     ) -> DispatchRequest:
         sender = envelope.sender
+        spec = self.triggers.workflows[workflow]
         if platform_user is None and sender.id is not None:
             linked = self.authorizer.platform_user(sender.id)
             platform_user = linked.name if linked else None
@@ -302,6 +303,9 @@ class Matcher:
                 action=envelope.action,
             ),
             variables={k: v for k, v in variables.items() if v is not None} | (extra or {}),
-            targets=self.triggers.workflows[workflow].targets,
+            targets=spec.targets,
             requested_at=envelope.received_at,
+            installation_id=envelope.installation_id,
+            check_name=spec.check_name(workflow),
+            check_actions=spec.check_actions,
         )

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.dispatch import CheckAction
 from schemas.errors import HookstreamError
 
 PATTERN = re.compile(
@@ -89,10 +90,31 @@ class CommandSpec(Spec):
     )
 
 
+class CheckSpec(Spec):
+    """The GitHub check run a workflow's dispatches show (DESIGN.md §7)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    actions: tuple[CheckAction, ...] = Field(default=(), max_length=3)
+
+
 class WorkflowSpec(Spec):
     on: tuple[TriggerSpec, ...] = ()
     commands: tuple[CommandSpec, ...] = ()
     targets: tuple[str, ...] = ()
+    check: bool | CheckSpec = Field(
+        default=True, description="false: no check run; {name, actions}: how it shows."
+    )
+
+    def check_name(self, workflow: str) -> str | None:
+        if self.check is False:
+            return None
+        if isinstance(self.check, CheckSpec) and self.check.name:
+            return self.check.name
+        return workflow
+
+    @property
+    def check_actions(self) -> tuple[CheckAction, ...]:
+        return self.check.actions if isinstance(self.check, CheckSpec) else ()
 
     @field_validator("on", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ import pytest
 
 from processors.triggers.authorization import Authorizer, PlatformUser
 from processors.triggers.matcher import Matcher, MatchResult
-from processors.triggers.rules import parse_trigger_file
+from processors.triggers.rules import TriggerFileError, parse_trigger_file
 from schemas.dispatch import dispatch_id
 from schemas.envelope import Envelope, RecordHeader
 from tests.helpers import sample_payload
@@ -319,3 +319,33 @@ def test_command_scope_by_issue_or_pull_request_and_repository() -> None:
     elsewhere = comment("/deploy")
     elsewhere["repository"]["full_name"] = "someone/else"
     assert match(CHATOPS, "issue_comment", elsewhere).dispatches == []
+
+
+def test_requests_name_their_check_run_and_carry_the_installation() -> None:
+    rules = (
+        "workflows:\n"
+        "  plain:\n    on: ['github:*/*:push']\n"
+        "  named:\n    on: ['github:*/*:push']\n    check: {name: 'CI / build'}\n"
+        "  quiet:\n    on: ['github:*/*:push']\n    check: false\n"
+    )
+    payload = payload_of("push#5")
+    payload["installation"] = {"id": 957387}
+    result = match(rules, "push", payload)
+    names = {r.workflow: (r.check_name, r.installation_id) for r in result.dispatches}
+    assert names == {
+        "plain": ("plain", 957387), "named": ("CI / build", 957387), "quiet": (None, 957387)
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        "{actions: [{label: a, description: b}]}",  # no identifier
+        "{actions: [{label: a, description: b, identifier: c, extra: 1}]}",
+        "{name: ''}",
+        "maybe",
+    ],
+)
+def test_a_bad_check_setting_is_refused(check: str) -> None:
+    with pytest.raises(TriggerFileError, match="check"):
+        parse_trigger_file(f"workflows:\n  w:\n    on: ['github:*/*:push']\n    check: {check}\n")

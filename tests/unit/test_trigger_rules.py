@@ -109,3 +109,6 @@ def test_the_readme_example_is_a_valid_trigger_file() -> None:
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     triggers = parse_trigger_file(example, "README.md")
     assert set(triggers.workflows) == {"deploy-api", "release", "pr-checks", "deploy"}
+    deploy = triggers.workflows["deploy"]
+    assert deploy.check_name("deploy") == "deploy"
+    assert [a.identifier for a in deploy.check_actions] == ["rollback"]
