@@ -26,9 +26,9 @@ from aiokafka import AIOKafkaProducer
 
 from deploy.commands import hookstream_argv
 from schemas.topics import ensure_topics, topic_specs
+from tests.fake_github.credentials import APP_ID, PRIVATE, PUBLIC
 from tests.fake_github.server import FakeGitHub
 from tests.helpers import CACHE_DIR, local_broker, make_settings, processor_env
-from tests.integration.test_checks_effector import APP_ID, PRIVATE, PUBLIC
 
 
 async def main(runs: int, installations: int) -> None:

@@ -15,8 +15,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from gidgethub.aiohttp import GitHubAPI
 from prometheus_client import CollectorRegistry
 
@@ -31,31 +29,13 @@ from processors.checks.github import (
 )
 from schemas.dispatch import Actor, DeliveryRef, DispatchRequest
 from schemas.run_status import RunStatusRecord
+from tests.fake_github.credentials import APP_ID, PRIVATE, PUBLIC
 from tests.fake_github.server import FakeGitHub
 from tests.helpers import CACHE_DIR
 
 pytestmark = pytest.mark.integration
 
-APP_ID = 31337
 INSTALLATION = 42
-
-
-def key_pair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
-PRIVATE, PUBLIC = key_pair()
 
 
 @dataclass

@@ -30,6 +30,7 @@ from processors.checks.machine import rerun_id
 from processors.dead_letter import ERROR_HEADER
 from schemas.dispatch import dispatch_id
 from schemas.settings import Settings
+from tests.fake_github.credentials import APP_ID, PRIVATE, PUBLIC
 from tests.fake_github.server import FakeGitHub
 from tests.helpers import (
     CACHE_DIR,
@@ -42,7 +43,6 @@ from tests.helpers import (
     read_topic,
     sample_payload,
 )
-from tests.integration.test_checks_effector import APP_ID, PRIVATE, PUBLIC
 
 pytestmark = pytest.mark.integration
 
