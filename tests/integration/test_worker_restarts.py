@@ -179,6 +179,16 @@ async def target() -> AsyncIterator[tuple[Target, str]]:
     await server.close()
 
 
+def sink_triggers(tmp_path: Path, url: str) -> Path:
+    """A trigger file: every push dispatches workflow ``build`` to the HTTP target ``url``."""
+    triggers = tmp_path / "triggers.yml"
+    triggers.write_text(
+        f'targets:\n  sink: {{url: "{url}", secret_env: RESTART_SECRET}}\n'
+        "workflows:\n  build:\n    on: ['github:*/*:push']\n    targets: [sink]\n"
+    )
+    return triggers
+
+
 def push_body(examples: tuple[Example, ...]) -> bytes:
     return next(e for e in examples if e.name == "push#5").body
 
@@ -191,11 +201,7 @@ async def test_triggers_worker_restarted_under_traffic_dispatches_each_delivery_
 ) -> None:
     settings = make_settings(kafka_bootstrap, tmp_path)
     sink, url = target
-    triggers = tmp_path / "triggers.yml"
-    triggers.write_text(
-        f'targets:\n  sink: {{url: "{url}", secret_env: RESTART_SECRET}}\n'
-        "workflows:\n  build:\n    on: ['github:*/*:push']\n    targets: [sink]\n"
-    )
+    triggers = sink_triggers(tmp_path, url)
     worker = WorkerProcess(
         "triggers",
         processor_env(settings, RESTART_SECRET=TARGET_SECRET,
@@ -299,11 +305,7 @@ async def test_replays_of_a_full_log_read_every_record(
     # the time, its lag frozen). Effects are off: the target hears nothing.
     settings = make_settings(kafka_bootstrap, tmp_path)
     sink, url = target
-    triggers = tmp_path / "triggers.yml"
-    triggers.write_text(
-        f'targets:\n  sink: {{url: "{url}", secret_env: RESTART_SECRET}}\n'
-        "workflows:\n  build:\n    on: ['github:*/*:push']\n    targets: [sink]\n"
-    )
+    triggers = sink_triggers(tmp_path, url)
     env = processor_env(settings, RESTART_SECRET=TARGET_SECRET,
                         HOOKSTREAM_TRIGGERS_FILE=str(triggers))  # fmt: skip
     traffic = Traffic(settings, push_body(examples))
