@@ -2,9 +2,9 @@
 
 Each handler reads as the steps of DESIGN.md §5: the pure functions of
 :mod:`ingress.delivery` decide, the handler appends to the event log and answers 202
-only once Kafka acknowledged. What every request shares lives in two middlewares:
-``answer_rejections`` turns any :class:`Rejection` (and an unavailable event log) into
-the JSON error, and ``observe_deliveries`` times, counts and logs each delivery.
+only once Kafka acknowledged. What every request shares lives in one middleware,
+``cross_cutting``: any :class:`Rejection` (and an unavailable event log) becomes the JSON
+error, and each delivery is timed, counted and logged.
 """
 
 from __future__ import annotations
@@ -54,10 +54,6 @@ def _json(status: int, body: dict[str, str], headers: dict[str, str] | None = No
     )
 
 
-# The reason code of an error answer, for the middleware that counts and logs deliveries.
-REJECTED = web.ResponseKey("rejected", str)
-
-
 @dataclass(slots=True)
 class DeliverySeen:
     """What the webhook handler learned of a delivery, for its metrics and log line."""
@@ -70,38 +66,29 @@ SEEN = web.RequestKey("seen", DeliverySeen)
 
 
 @web.middleware
-async def answer_rejections(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every refusal of every route becomes ``{"error": code, "message": text}``."""
-    try:
-        return await handler(request)
-    except EventLogUnavailable as exc:
-        rejection = Rejection(503, "unavailable", str(exc))
-    except Rejection as exc:
-        rejection = exc
-    response = _json(
-        rejection.status,
-        {"error": rejection.reason, "message": rejection.message},
-        rejection.headers,
-    )
-    response[REJECTED] = rejection.reason
-    return response
+async def cross_cutting(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What every request shares, in one place.
 
-
-@web.middleware
-async def observe_deliveries(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Times, counts and logs each webhook delivery (one JSON line per delivery)."""
+    Any :class:`Rejection` (and an unavailable event log) becomes the JSON error; a
+    webhook delivery is also timed, counted and logged (one JSON line per delivery).
+    """
     if request.match_info.route.name != WEBHOOK_ROUTE:
-        return await handler(request)
+        try:
+            return await handler(request)
+        except (Rejection, EventLogUnavailable) as exc:
+            return _rejected(exc)[0]
     metrics = request.app[METRICS]
     started = time.perf_counter()
     seen = request[SEEN] = DeliverySeen()
     metrics.in_flight.inc()
     try:
         response = await handler(request)
+        outcome = "accepted"
+    except (Rejection, EventLogUnavailable) as exc:
+        response, outcome = _rejected(exc)
     finally:
         metrics.in_flight.dec()
     elapsed = time.perf_counter() - started
-    outcome = response.get(REJECTED, "accepted")
     if outcome == "accepted":
         metrics.ack_seconds.observe(elapsed)
     metrics.deliveries.labels(seen.event, outcome).inc()
@@ -116,6 +103,13 @@ async def observe_deliveries(request: web.Request, handler: Handler) -> web.Stre
         }
         delivery_log.info("delivery %s", outcome, extra={"fields": fields})
     return response
+
+
+def _rejected(exc: Rejection | EventLogUnavailable) -> tuple[web.Response, str]:
+    """The JSON error of a refusal, and its reason code (the metrics outcome)."""
+    rejection = exc if isinstance(exc, Rejection) else Rejection(503, "unavailable", str(exc))
+    body = {"error": rejection.reason, "message": rejection.message}
+    return _json(rejection.status, body, rejection.headers), rejection.reason
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -181,8 +175,7 @@ def create_app(settings: Settings, event_log: EventLog | None = None) -> web.App
         raise MissingSecret()
     app = web.Application(
         client_max_size=settings.ingress_max_body_bytes,
-        # Outermost first: the delivery is observed with the answer the rejections made.
-        middlewares=[observe_deliveries, answer_rejections],
+        middlewares=[cross_cutting],
     )
     app[SETTINGS] = settings
     app[VERIFIER] = SignatureVerifier(settings.secrets)
