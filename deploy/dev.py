@@ -21,12 +21,8 @@ from deploy.commands import hookstream_argv
 from schemas.settings import Settings
 
 # Commands started under `dev`; the workers join this list as their processors land.
-CHILDREN: tuple[tuple[str, ...], ...] = (
-    ("ingress",),
-    ("worker", "triggers"),
-    ("worker", "insights"),
-    ("worker", "checks"),
-)
+WORKERS = ("triggers", "insights", "checks")
+CHILDREN: tuple[tuple[str, ...], ...] = (("ingress",), *(("worker", w) for w in WORKERS))
 
 
 def _generated(path: Path, create: bool) -> bytes | None:
@@ -79,6 +75,11 @@ def run_dev(settings: Settings) -> int:
         for args in CHILDREN
     ]
     url = f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/github"
+    checks = (
+        f"sent to GitHub as App {settings.github_app_id}"
+        if settings.github_app_id
+        else "recorded, not sent (set HOOKSTREAM_GITHUB_APP_ID and _PRIVATE_KEY_FILE)"
+    )
     print(
         f"\nhookstream is running.\n"
         f"  webhook URL:    {url}\n"
@@ -86,7 +87,9 @@ def run_dev(settings: Settings) -> int:
         f"  runner token:   {token.decode()}  (POST /v1/runs/<id>/status, Bearer)\n"
         f"  triggers:       {settings.triggers_path or 'none (create ./triggers.yml)'}\n"
         f"  try it:         hookstream send --example pull_request.opened\n"
-        f"  metrics:        http://{settings.ingress_host}:{settings.ingress_port}/metrics\n"
+        f"  metrics:        http://{settings.ingress_host}:{settings.ingress_port}/metrics, "
+        f"workers on :{'/:'.join(str(settings.worker_metrics_port_for(w)) for w in WORKERS)}\n"
+        f"  check runs:     {checks}\n"
         f'  insights:       hookstream sql "SELECT * FROM dora_deployment_frequency"\n'
         f"Ctrl-C stops everything.\n",
         flush=True,
