@@ -32,6 +32,7 @@ from gidgethub import apps
 from gidgethub.aiohttp import GitHubAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from processors.backoff import full_jitter
 from processors.checks import calls
 from processors.checks.calls import Call
 from schemas.dispatch import DispatchRequest
@@ -300,8 +301,7 @@ class CheckRunEffector:
             self.metrics.rate_limit.labels(str(installation_id)).set(remaining)
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_max_s, self.backoff_s * 2.0 ** (attempt - 1))
-        return self._jitter() * ceiling
+        return full_jitter(attempt, self.backoff_s, self.backoff_max_s, self._jitter())
 
 
 class _NoAnswer(Exception):

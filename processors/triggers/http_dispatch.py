@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
+from processors.backoff import full_jitter
 from processors.triggers.rules import TargetSpec
 from schemas.dispatch import DispatchRequest
 from schemas.errors import HookstreamError
@@ -56,8 +57,7 @@ def backoff_delay(
     """Exponential backoff with full jitter; a server's Retry-After wins (up to a cap)."""
     if retry_after is not None:
         return min(retry_after, RETRY_AFTER_CAP_S)
-    ceiling: float = min(target.backoff_max_s, target.backoff_s * 2.0 ** (failed_attempt - 1))
-    return jitter * ceiling
+    return full_jitter(failed_attempt, target.backoff_s, target.backoff_max_s, jitter)
 
 
 @dataclass(frozen=True)
