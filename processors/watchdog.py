@@ -25,6 +25,7 @@ import faust
 from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 from mode import Service
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -140,9 +141,12 @@ class Watchdog(Service):
         self._runner: web.AppRunner | None = None
 
     def owned_partitions(self) -> set[TopicPartition]:
+        try:
+            assigned = self.app.consumer.assignment()
+        except ConsumerNotStarted:  # a slow start: nothing is owned yet
+            return set()
         return {
-            TopicPartition(tp.topic, tp.partition)
-            for tp in source_partitions(self.app, self.app.consumer.assignment())
+            TopicPartition(tp.topic, tp.partition) for tp in source_partitions(self.app, assigned)
         }
 
     def look(self, offsets: list[PartitionOffsets], now: float) -> None:
@@ -169,19 +173,28 @@ class Watchdog(Service):
 
     @Service.task
     async def _watch(self) -> None:
-        reader = OffsetReader(self.settings.kafka_bootstrap)
-        await reader.start()
+        # A diagnostic must never take the worker down: every failure is logged and the
+        # next look tries again (with a new connection if the broker went away).
+        reader: OffsetReader | None = None
         try:
             while not self.should_stop:
                 await self.sleep(self.settings.watchdog_interval_s)
                 try:
+                    if reader is None:
+                        reader = OffsetReader(self.settings.kafka_bootstrap)
+                        await reader.start()
                     offsets = await reader.read(self.group, sorted(self.owned_partitions()))
+                    self.look(offsets, time.monotonic())
                 except (TimeoutError, KafkaError, OSError) as exc:
                     log.debug("watchdog could not read offsets: %s", exc)
-                    continue
-                self.look(offsets, time.monotonic())
+                    if reader is not None:
+                        await reader.stop()
+                    reader = None
+                except Exception:
+                    log.exception("watchdog look failed")
         finally:
-            await reader.stop()
+            if reader is not None:
+                await reader.stop()
 
     async def on_start(self) -> None:
         if self.port:

@@ -53,3 +53,21 @@ def test_a_stall_that_ends_warns_again_next_time() -> None:
 def test_lag_counts_a_never_committed_partition_from_zero() -> None:
     assert offsets(None, 7).lag == 7
     assert offsets(7, 7).lag == 0
+
+
+def test_a_worker_whose_consumer_has_not_started_owns_nothing_yet() -> None:
+    # The first look can come before Faust's consumer thread runs (a slow start).
+    from types import SimpleNamespace
+
+    from faust.exceptions import ConsumerNotStarted
+    from prometheus_client import CollectorRegistry
+
+    from processors.watchdog import Watchdog
+    from schemas.settings import Settings
+
+    def not_started() -> set[object]:
+        raise ConsumerNotStarted("Consumer thread not yet started")
+
+    app = SimpleNamespace(consumer=SimpleNamespace(assignment=not_started))
+    watchdog = Watchdog(app, Settings(), "triggers", CollectorRegistry())  # type: ignore[arg-type]
+    assert watchdog.owned_partitions() == set()
