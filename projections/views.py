@@ -9,6 +9,19 @@ restart the worker, and the metrics follow. Every read of a table goes through
 from __future__ import annotations
 
 
+# The aggregates of the per-repository views, shared with the insights page, which applies
+# them to a time window of the same per-row views: one definition of each number.
+CHANGE_FAILURE_AGGREGATES = (
+    "count() AS deployments, toUInt64(sum(failed)) AS failed_deployments, "
+    "failed_deployments / deployments AS change_failure_rate"
+)
+CI_AGGREGATES = (
+    "count() AS runs, toUInt64(sum(success)) AS successes, successes / runs AS success_rate, "
+    "quantileExact(0.5)(duration_seconds) AS p50_seconds, "
+    "quantileExact(0.9)(duration_seconds) AS p90_seconds"
+)
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -102,16 +115,20 @@ SELECT i.repository AS repository, i.repository_id AS repository_id,
 FROM incidents AS i
 LEFT JOIN attributed AS a
     ON a.repository_id = i.repository_id AND a.issue_number = i.issue_number""",
-        """CREATE OR REPLACE VIEW dora_change_failure_rate AS
-SELECT d.repository AS repository, count() AS deployments,
-       countIf(ifNull(f.failed_id, 0) != 0) AS failed_deployments,
-       failed_deployments / deployments AS change_failure_rate
+        # One row per production deployment: failed when an incident is attributed to it.
+        """CREATE OR REPLACE VIEW dora_deployment_outcomes AS
+SELECT d.repository AS repository, d.repository_id AS repository_id,
+       d.deployment_id AS deployment_id, d.sha AS sha, d.deployed_at AS deployed_at,
+       ifNull(f.incidents, 0) AS incidents, toUInt8(incidents > 0) AS failed
 FROM dora_deployments AS d
 LEFT JOIN (
-    SELECT DISTINCT repository_id, deployment_id AS failed_id
+    SELECT repository_id, deployment_id AS failed_id, count() AS incidents
     FROM dora_incidents WHERE deployment_id IS NOT NULL
-) AS f ON f.repository_id = d.repository_id AND f.failed_id = d.deployment_id
-GROUP BY d.repository""",
+    GROUP BY repository_id, failed_id
+) AS f ON f.repository_id = d.repository_id AND f.failed_id = d.deployment_id""",
+        f"""CREATE OR REPLACE VIEW dora_change_failure_rate AS
+SELECT repository, {CHANGE_FAILURE_AGGREGATES}
+FROM dora_deployment_outcomes GROUP BY repository""",
         """CREATE OR REPLACE VIEW dora_time_to_restore AS
 SELECT repository, issue_number, opened_at, closed_at,
        dateDiff('second', opened_at, closed_at) AS restore_seconds, deployment_id
@@ -128,7 +145,8 @@ WITH first_reviews AS (
 prs AS (
     SELECT p.repository AS repository, p.repository_id AS repository_id,
            p.number AS pr_number, p.author_login AS author_login, p.created_at AS opened_at,
-           p.merged_at AS merged_at, c.first_pushed_commit_at AS first_pushed_commit_at,
+           p.merged_at AS merged_at, p.closed_at AS closed_at, p.state AS state,
+           p.title AS title, c.first_pushed_commit_at AS first_pushed_commit_at,
            c.first_commit_at AS first_commit_at, c.deployed_at AS deployed_at
     FROM (SELECT * FROM pull_requests FINAL) AS p
     LEFT JOIN dora_changes AS c ON c.repository_id = p.repository_id AND c.pr_number = p.number
@@ -146,21 +164,27 @@ SELECT p.repository AS repository, p.pr_number AS pr_number, p.author_login AS a
            AS deploy_seconds,
        if(p.deployed_at IS NULL, NULL,
           dateDiff('second', assumeNotNull(p.first_commit_at), assumeNotNull(p.deployed_at)))
-           AS cycle_seconds
+           AS cycle_seconds,
+       p.title AS title, p.state AS state, p.opened_at AS opened_at, p.merged_at AS merged_at,
+       p.closed_at AS closed_at, p.deployed_at AS deployed_at
 FROM prs AS p
 LEFT JOIN first_reviews AS r ON r.repository_id = p.repository_id AND r.pr_number = p.pr_number""",
-        """CREATE OR REPLACE VIEW ci_health AS
-WITH latest AS (
+        # Completed workflow runs, the latest attempt of each run id.
+        """CREATE OR REPLACE VIEW ci_runs AS
+SELECT repository, repository_id, run_id, workflow, attempts AS run_attempt,
+       final_conclusion AS conclusion, started_at, duration_seconds,
+       toUInt8(final_conclusion = 'success') AS success
+FROM (
     SELECT repository, repository_id, run_id, argMax(name, run_attempt) AS workflow,
-           argMax(conclusion, run_attempt) AS final_conclusion,
+           max(run_attempt) AS attempts, argMax(conclusion, run_attempt) AS final_conclusion,
+           argMax(assumeNotNull(run_started_at), run_attempt) AS started_at,
            argMax(dateDiff('second', assumeNotNull(run_started_at), updated_at), run_attempt)
-               AS duration
+               AS duration_seconds
     FROM workflow_runs FINAL
     WHERE status = 'completed' AND run_started_at IS NOT NULL
     GROUP BY repository, repository_id, run_id
-)
-SELECT repository, workflow, count() AS runs, countIf(final_conclusion = 'success') AS successes,
-       successes / runs AS success_rate,
-       quantileExact(0.5)(duration) AS p50_seconds, quantileExact(0.9)(duration) AS p90_seconds
-FROM latest GROUP BY repository, workflow""",
+)""",
+        f"""CREATE OR REPLACE VIEW ci_health AS
+SELECT repository, workflow, {CI_AGGREGATES}
+FROM ci_runs GROUP BY repository, workflow""",
     ]
