@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HOOKSTREAM_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: run test test-unit lint bench bench-ingress bench-triggers bench-insights bench-checks kafka-up kafka-down kafka-jars test-data venv clean
+.PHONY: run test test-unit lint browser bench bench-ingress bench-triggers bench-insights bench-checks kafka-up kafka-down kafka-jars test-data venv clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -31,12 +31,17 @@ kafka-up: $(STAMP)
 kafka-down: $(STAMP)
 	$(BIN)/hookstream kafka down
 
-test: $(STAMP) kafka-jars test-data
+test: $(STAMP) kafka-jars test-data browser
 	$(BIN)/pytest
 
 # Pure logic only: no broker, no network, no corpus download; a few seconds.
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
+
+# Debian's Chromium for the insights page's browser tests. Where apt-get is not allowed
+# (no root, no network), the browser tests are skipped and pytest shows why.
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: the browser tests will be skipped"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -51,6 +51,30 @@ def local_runner_token(settings: Settings, *, create: bool) -> bytes | None:
     return _generated(settings.data_dir / "runner-token", create)
 
 
+def banner(settings: Settings, secret: bytes, token: bytes) -> str:
+    """What ``make run`` prints once everything is started: where each part answers."""
+    url = f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/github"
+    checks = (
+        f"sent to GitHub as App {settings.github_app_id}"
+        if settings.github_app_id
+        else "recorded, not sent (set HOOKSTREAM_GITHUB_APP_ID and _PRIVATE_KEY_FILE)"
+    )
+    return (
+        f"\nhookstream is running.\n"
+        f"  webhook URL:    {url}\n"
+        f"  webhook secret: {secret.decode()}  (stored in {settings.generated_secret_file})\n"
+        f"  runner token:   {token.decode()}  (POST /v1/runs/<id>/status, Bearer)\n"
+        f"  triggers:       {settings.triggers_path or 'none (create ./triggers.yml)'}\n"
+        f"  try it:         hookstream send --example pull_request.opened\n"
+        f"  metrics:        http://{settings.ingress_host}:{settings.ingress_port}/metrics, "
+        f"workers on :{'/:'.join(str(settings.worker_metrics_port_for(w)) for w in WORKERS)}\n"
+        f"  check runs:     {checks}\n"
+        f"  insights page:  http://127.0.0.1:{settings.query_port}/insights\n"
+        f'  insights SQL:   hookstream sql "SELECT * FROM dora_deployment_frequency"\n'
+        f"Ctrl-C stops everything.\n"
+    )
+
+
 def run_dev(settings: Settings) -> int:
     broker = LocalBroker(settings)
     started_broker = False
@@ -74,26 +98,7 @@ def run_dev(settings: Settings) -> int:
         subprocess.Popen(hookstream_argv(*args), env=env, start_new_session=True)
         for args in CHILDREN
     ]
-    url = f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/github"
-    checks = (
-        f"sent to GitHub as App {settings.github_app_id}"
-        if settings.github_app_id
-        else "recorded, not sent (set HOOKSTREAM_GITHUB_APP_ID and _PRIVATE_KEY_FILE)"
-    )
-    print(
-        f"\nhookstream is running.\n"
-        f"  webhook URL:    {url}\n"
-        f"  webhook secret: {secret.decode()}  (stored in {settings.generated_secret_file})\n"
-        f"  runner token:   {token.decode()}  (POST /v1/runs/<id>/status, Bearer)\n"
-        f"  triggers:       {settings.triggers_path or 'none (create ./triggers.yml)'}\n"
-        f"  try it:         hookstream send --example pull_request.opened\n"
-        f"  metrics:        http://{settings.ingress_host}:{settings.ingress_port}/metrics, "
-        f"workers on :{'/:'.join(str(settings.worker_metrics_port_for(w)) for w in WORKERS)}\n"
-        f"  check runs:     {checks}\n"
-        f'  insights:       hookstream sql "SELECT * FROM dora_deployment_frequency"\n'
-        f"Ctrl-C stops everything.\n",
-        flush=True,
-    )
+    print(banner(settings, secret, token), flush=True)
     stopping = False
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -113,7 +113,8 @@ def _line(values: Sequence[str], widths: list[int]) -> str:
 
 
 # --- the service the worker runs ----------------------------------------------------------
-Runner = Callable[[Callable[[Client], QueryResult]], Awaitable[QueryResult]]
+# Runs a call on the engine's own thread (see ClickHouseSink.run).
+Runner = Callable[[Callable[[Client], Any]], Awaitable[Any]]
 RUNNER: web.AppKey[Runner] = web.AppKey("runner")
 
 

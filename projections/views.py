@@ -8,7 +8,6 @@ restart the worker, and the metrics follow. Every read of a table goes through
 
 from __future__ import annotations
 
-
 # The aggregates of the per-repository views, shared with the insights page, which applies
 # them to a time window of the same per-row views: one definition of each number.
 CHANGE_FAILURE_AGGREGATES = (
@@ -22,12 +21,13 @@ CI_AGGREGATES = (
 )
 
 
-def _quote(value: str) -> str:
+def sql_string(value: str) -> str:
+    """A ClickHouse string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def view_statements(production_pattern: str, incident_pattern: str) -> list[str]:
-    prod, incident = _quote(production_pattern), _quote(incident_pattern)
+    prod, incident = sql_string(production_pattern), sql_string(incident_pattern)
     return [
         # One row per production deployment that succeeded: the first success counts.
         f"""CREATE OR REPLACE VIEW dora_deployments AS

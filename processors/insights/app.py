@@ -6,7 +6,8 @@ holds ``HOOKSTREAM_SINK_BATCH_ROWS`` records or ``HOOKSTREAM_SINK_FLUSH_S`` has 
 only then acknowledges the records (their offsets become committable). A record that
 cannot be projected goes to ``github.events.dlq`` with its error; the stream goes on.
 
-In embedded mode the worker also serves read-only SQL (see :mod:`projections.query`).
+The worker also serves read-only SQL and the insights page (see :mod:`projections.query`
+and :mod:`projections.insights_page`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from mode import Service
 from processors.dead_letter import park
 from processors.insights.rows import InsightRows, insight_rows
 from processors.records import processor_app, raw_topic, record_headers
-from projections.query import query_app
+from projections.insights_page import insights_app
+from projections.insights_report import Patterns
 from projections.sink import ClickHouseSink
 from schemas.envelope import Envelope
 from schemas.settings import Settings
@@ -125,7 +127,7 @@ async def write(sink: ClickHouseSink, rows: InsightRows, batch_id: str) -> None:
 
 
 class _SinkService(Service):
-    """Opens the sink (migrations, views) and, embedded, serves read-only SQL."""
+    """Opens the sink (migrations, views) and serves read-only SQL and the insights page."""
 
     def __init__(self, sink: ClickHouseSink, settings: Settings, batcher: Batcher) -> None:
         super().__init__()
@@ -143,11 +145,13 @@ class _SinkService(Service):
     async def on_start(self) -> None:
         await self.sink.start()
         self.flusher = asyncio.create_task(self._flush_periodically(), name="sink-flush")
-        if self.settings.embedded:
-            self.runner = web.AppRunner(query_app(self.sink.run), access_log=None)
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", self.settings.query_port).start()
-            log.info("read-only SQL on http://127.0.0.1:%d/query", self.settings.query_port)
+        # Served in server mode too: the insights page reads through the same path.
+        patterns = Patterns(self.settings.production_pattern, self.settings.incident_pattern)
+        self.runner = web.AppRunner(insights_app(self.sink.run, patterns), access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.settings.query_port).start()
+        port = self.settings.query_port
+        log.info("read-only SQL on http://127.0.0.1:%d/query, insights page on /insights", port)
 
     async def on_stop(self) -> None:
         if self.flusher is not None:
