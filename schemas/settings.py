@@ -131,7 +131,9 @@ class Settings(BaseSettings):
     clickhouse_dsn: str | None = Field(
         default=None, description="chdb:///path (embedded, the default) or http(s)://host:8123/db"
     )
-    query_port: int = Field(default=8124, description="Read-only SQL of the embedded engine.")
+    query_port: int = Field(
+        default=8124, description="Read-only SQL and the insights page (127.0.0.1 only)."
+    )
     production_pattern: str = Field(
         default="^(prod|production)$", description="Deployment environments that count (§6)."
     )
