@@ -20,8 +20,8 @@ from deploy.broker import BrokerState, LocalBroker
 from deploy.commands import hookstream_argv
 from schemas.settings import Settings
 
-# Commands started under `dev`; the workers join this list as their processors land.
-WORKERS = ("triggers", "insights", "checks")
+# Commands started under `dev`: the ingress and every processor's worker.
+WORKERS = ("triggers", "insights", "checks", "identity")
 CHILDREN: tuple[tuple[str, ...], ...] = (("ingress",), *(("worker", w) for w in WORKERS))
 
 

@@ -183,6 +183,33 @@ MIGRATIONS: tuple[Migration, ...] = (
 ) ENGINE = ReplacingMergeTree(linked_at) ORDER BY github_user_id {DEDUP}""",
         ),
     ),
+    # Version 1's `identities` kept one row per account (a link replaced the last one),
+    # and nothing had written to it: it becomes the history of hookstream.identity.
+    Migration(
+        2,
+        "identities as the history of hookstream.identity",
+        (
+            "DROP TABLE IF EXISTS identities",
+            f"""CREATE TABLE identities (
+    kind LowCardinality(String),
+    event_id String,
+    at {TS},
+    version UInt64,
+    github_user_id UInt64,
+    github_login String,
+    platform_user String,
+    email String,
+    role String,
+    roles Array(String),
+    source LowCardinality(String),
+    via LowCardinality(String),
+    is_bot UInt8,
+    scope String,
+    active UInt8,
+    claimants Array(String)
+) ENGINE = ReplacingMergeTree ORDER BY (kind, github_user_id, event_id) {DEDUP}""",
+        ),
+    ),
 )
 
 MIGRATIONS_TABLE = f"""CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -26,9 +26,34 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def person(identity: str, account: str, login: str) -> str:
+    """Who a fact row's account is, joined late (DESIGN.md §8): the linked platform user,
+    else the account's latest login, else the login on the row; bots are nobody (NULL).
+    ``identity`` is a LEFT JOINed ``identity_current``."""
+    return (
+        f"if({identity}.is_bot = 1 OR endsWith({login}, '[bot]'), NULL, "
+        f"coalesce({identity}.platform_user, nullIf({identity}.github_login, ''), {login}))"
+    )
+
+
 def view_statements(production_pattern: str, incident_pattern: str) -> list[str]:
     prod, incident = sql_string(production_pattern), sql_string(incident_pattern)
     return [
+        # The identity worker's latest answer per account: who it is now.
+        """CREATE OR REPLACE VIEW identity_current AS
+SELECT github_user_id, argMax(github_login, version) AS github_login,
+       nullIf(argMax(platform_user, version), '') AS platform_user,
+       argMax(arrayStringConcat(roles, ','), version) AS role,
+       nullIf(argMax(source, version), '') AS source,
+       argMax(is_bot, version) AS is_bot
+FROM identities WHERE kind = 'resolved'
+GROUP BY github_user_id""",
+        # Organization, team and repository membership now, from the learned facts.
+        """CREATE OR REPLACE VIEW identity_memberships AS
+SELECT github_user_id, scope, argMax(github_login, (at, event_id)) AS github_login
+FROM identities WHERE kind = 'membership'
+GROUP BY github_user_id, scope
+HAVING argMax(active, (at, event_id)) = 1""",
         # One row per production deployment that succeeded: the first success counts.
         f"""CREATE OR REPLACE VIEW dora_deployments AS
 SELECT d.repository_id AS repository_id, d.repository AS repository,
@@ -82,7 +107,7 @@ shipped AS (
     GROUP BY repository_id, pr_number
 )
 SELECT ch.repository AS repository, ch.repository_id AS repository_id,
-       ch.pr_number AS pr_number, ch.author_login AS author_login,
+       ch.pr_number AS pr_number, ch.author_login AS author_login, ch.author_id AS author_id,
        ch.merge_commit_sha AS merge_commit_sha, ch.created_at AS opened_at,
        if(h.pr_number = 0, NULL, h.first_commit_at) AS first_pushed_commit_at,
        if(h.pr_number = 0, ch.created_at, h.first_commit_at) AS first_commit_at,
@@ -92,10 +117,17 @@ SELECT ch.repository AS repository, ch.repository_id AS repository_id,
 FROM changes AS ch
 LEFT JOIN head_commits AS h ON h.repository_id = ch.repository_id AND h.pr_number = ch.pr_number
 LEFT JOIN shipped AS s ON s.repository_id = ch.repository_id AND s.pr_number = ch.pr_number""",
-        """CREATE OR REPLACE VIEW dora_lead_time AS
-SELECT repository, pr_number, merge_commit_sha, deployment_id, first_commit_at, merged_at,
-       deployed_at, dateDiff('second', first_commit_at, deployed_at) AS lead_time_seconds
-FROM dora_changes WHERE deployment_id IS NOT NULL""",
+        f"""CREATE OR REPLACE VIEW dora_lead_time AS
+SELECT c.repository AS repository, c.pr_number AS pr_number,
+       c.merge_commit_sha AS merge_commit_sha, c.deployment_id AS deployment_id,
+       c.first_commit_at AS first_commit_at, c.merged_at AS merged_at,
+       c.deployed_at AS deployed_at,
+       dateDiff('second', c.first_commit_at, c.deployed_at) AS lead_time_seconds,
+       c.author_id AS author_id, c.author_login AS author_login,
+       {person("ic", "c.author_id", "c.author_login")} AS person
+FROM dora_changes AS c
+LEFT JOIN identity_current AS ic ON ic.github_user_id = c.author_id
+WHERE c.deployment_id IS NOT NULL""",
         # Incidents, each attributed to the last production deployment before it opened.
         f"""CREATE OR REPLACE VIEW dora_incidents AS
 WITH incidents AS (
@@ -135,7 +167,7 @@ SELECT repository, issue_number, opened_at, closed_at,
 FROM dora_incidents WHERE closed_at IS NOT NULL""",
         # Where pull requests wait. The first review is the first by neither the author
         # nor a bot.
-        """CREATE OR REPLACE VIEW pr_flow AS
+        f"""CREATE OR REPLACE VIEW pr_flow AS
 WITH first_reviews AS (
     SELECT repository_id, pr_number, min(submitted_at) AS first_review_at
     FROM pull_request_reviews FINAL
@@ -144,7 +176,8 @@ WITH first_reviews AS (
 ),
 prs AS (
     SELECT p.repository AS repository, p.repository_id AS repository_id,
-           p.number AS pr_number, p.author_login AS author_login, p.created_at AS opened_at,
+           p.number AS pr_number, p.author_login AS author_login, p.author_id AS author_id,
+           p.created_at AS opened_at,
            p.merged_at AS merged_at, p.closed_at AS closed_at, p.state AS state,
            p.title AS title, c.first_pushed_commit_at AS first_pushed_commit_at,
            c.first_commit_at AS first_commit_at, c.deployed_at AS deployed_at
@@ -166,9 +199,31 @@ SELECT p.repository AS repository, p.pr_number AS pr_number, p.author_login AS a
           dateDiff('second', assumeNotNull(p.first_commit_at), assumeNotNull(p.deployed_at)))
            AS cycle_seconds,
        p.title AS title, p.state AS state, p.opened_at AS opened_at, p.merged_at AS merged_at,
-       p.closed_at AS closed_at, p.deployed_at AS deployed_at
+       p.closed_at AS closed_at, p.deployed_at AS deployed_at, p.author_id AS author_id,
+       {person("ic", "p.author_id", "p.author_login")} AS person
 FROM prs AS p
-LEFT JOIN first_reviews AS r ON r.repository_id = p.repository_id AND r.pr_number = p.pr_number""",
+LEFT JOIN first_reviews AS r ON r.repository_id = p.repository_id AND r.pr_number = p.pr_number
+LEFT JOIN identity_current AS ic ON ic.github_user_id = p.author_id""",
+        # What each person did: their pull requests (any of their accounts) and reviews.
+        f"""CREATE OR REPLACE VIEW person_activity AS
+WITH activity AS (
+    SELECT author_id AS account, author_login AS login, 1 AS opened,
+           toUInt8(merged_at IS NOT NULL) AS merged, 0 AS reviewed, cycle_seconds AS cycle
+    FROM pr_flow
+    UNION ALL
+    SELECT reviewer_id, reviewer_login, 0, 0, 1, CAST(NULL, 'Nullable(Int64)')
+    FROM pull_request_reviews FINAL WHERE NOT reviewer_is_bot
+)
+SELECT person, toUInt64(sum(opened)) AS prs_opened, toUInt64(sum(merged)) AS prs_merged,
+       toUInt64(sum(reviewed)) AS reviews_given,
+       quantileExactInclusive(0.5)(cycle) AS median_cycle_seconds
+FROM (
+    SELECT {person("ic", "a.account", "a.login")} AS person, a.opened AS opened,
+           a.merged AS merged, a.reviewed AS reviewed, a.cycle AS cycle
+    FROM activity AS a LEFT JOIN identity_current AS ic ON ic.github_user_id = a.account
+)
+WHERE person IS NOT NULL
+GROUP BY person""",
         # Completed workflow runs, the latest attempt of each run id.
         """CREATE OR REPLACE VIEW ci_runs AS
 SELECT repository, repository_id, run_id, workflow, attempts AS run_attempt,

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
     )
     checks_topic: str = "hookstream.checks"
 
+    # --- identity --------------------------------------------------------------------------
+    identity_topic: str = "hookstream.identity"
+    admin_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer tokens of the identity endpoints (comma-separated, rotation); "
+        "unset: POST/DELETE /v1/identities answer 404.",
+    )
+
     # --- insights --------------------------------------------------------------------------
     clickhouse_dsn: str | None = Field(
         default=None, description="chdb:///path (embedded, the default) or http(s)://host:8123/db"
@@ -160,14 +168,16 @@ class Settings(BaseSettings):
 
     @cached_property
     def runner_token_list(self) -> tuple[bytes, ...]:
-        raw = self.runner_tokens.get_secret_value()
-        return tuple(t.strip().encode() for t in raw.split(",") if t.strip())
+        return _comma_separated(self.runner_tokens)
+
+    @cached_property
+    def admin_token_list(self) -> tuple[bytes, ...]:
+        return _comma_separated(self.admin_tokens)
 
     @cached_property
     def secrets(self) -> tuple[bytes, ...]:
         """The accepted webhook secrets, in the order given (the first one signs)."""
-        raw = self.webhook_secrets.get_secret_value()
-        return tuple(s.strip().encode() for s in raw.split(",") if s.strip())
+        return _comma_separated(self.webhook_secrets)
 
     @property
     def kafka_dir(self) -> Path:
@@ -191,6 +201,10 @@ class Settings(BaseSettings):
         return f"{self.checks_topic}.dlq"
 
     @property
+    def identity_dlq_topic(self) -> str:
+        return f"{self.identity_topic}.dlq"
+
+    @property
     def dispatch_dlq_topic(self) -> str:
         return f"{self.dispatch_topic}.dlq"
 
@@ -202,3 +216,10 @@ class Settings(BaseSettings):
     def app_id(self, processor: str) -> str:
         """Faust app id (= consumer group) of one processor."""
         return f"{self.group_prefix}-{processor}"
+
+
+def _comma_separated(value: SecretStr) -> tuple[bytes, ...]:
+    """Several secrets in one variable, so that one can be rotated while another works."""
+    return tuple(
+        part.strip().encode() for part in value.get_secret_value().split(",") if part.strip()
+    )

@@ -64,6 +64,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             log_configs,
         ),
         TopicSpec(settings.checks_dlq_topic, 1, settings.kafka_replication_factor, log_configs),
+        # Who is who: one partition, so its offsets order every link, fact and answer.
+        TopicSpec(settings.identity_topic, 1, settings.kafka_replication_factor, log_configs),
+        TopicSpec(settings.identity_dlq_topic, 1, settings.kafka_replication_factor, log_configs),
     ]
 
 

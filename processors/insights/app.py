@@ -1,7 +1,9 @@
 """The insights worker: a Faust app of its own (``hookstream worker insights``).
 
-One agent, a short loop: turn each ``github.events`` record into rows with
-:func:`insight_rows` and hand them to the :class:`Batcher`, which writes a batch when it
+Two agents, each a short loop: ``project-identity`` writes every ``hookstream.identity``
+record into ``identities`` (:mod:`processors.insights.identity_rows`), and
+``project-deliveries`` turns each ``github.events`` record into rows with
+:func:`insight_rows` and hands them to the :class:`Batcher`, which writes a batch when it
 holds ``HOOKSTREAM_SINK_BATCH_ROWS`` records or ``HOOKSTREAM_SINK_FLUSH_S`` has passed, and
 only then acknowledges the records (their offsets become committable). A record that
 cannot be projected goes to ``github.events.dlq`` with its error; the stream goes on.
@@ -21,16 +23,19 @@ from typing import cast
 import faust
 from aiohttp import web
 from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import EventT, Message, StreamT
 from mode import Service
 
 from processors.dead_letter import park
+from processors.insights.identity_rows import TABLE as IDENTITY_TABLE
+from processors.insights.identity_rows import identity_row
 from processors.insights.rows import InsightRows, insight_rows
 from processors.records import processor_app, raw_topic, record_headers
 from projections.insights_page import insights_app
 from projections.insights_report import Patterns
 from projections.sink import ClickHouseSink
 from schemas.envelope import Envelope
+from schemas.identity import parse_identity_event
 from schemas.settings import Settings
 
 log = logging.getLogger("hookstream.insights")
@@ -46,24 +51,53 @@ def create_app(settings: Settings) -> faust.App:
     sink = ClickHouseSink(settings.dsn, settings.production_pattern, settings.incident_pattern)
 
     batcher = Batcher(sink, settings.sink_batch_rows)
+    identity = raw_topic(app, settings.identity_topic)
+    identity_dlq = raw_topic(app, settings.identity_dlq_topic)
+    identity_batcher = Batcher(sink, settings.sink_batch_rows)
 
     @app.agent(events, name="project-deliveries")
     async def project(stream: StreamT[bytes]) -> None:
-        manual = cast("Stream[bytes]", stream).noack()
-        batcher.ack = manual.ack
-        async for event in manual.events():
-            message = event.message
-            headers = record_headers(message.headers)
-            try:
-                envelope = Envelope.from_record(headers, message.value or b"", key=message.key)
-                rows = insight_rows(envelope)
-            except Exception as exc:  # any record we cannot project: park it, go on
-                await park(dlq, message, headers, processor=PROCESSOR, error=exc)
-                rows = InsightRows()
-            await batcher.add(event, rows)
+        await _project(stream, batcher, dlq, _delivery_rows)
 
-    app.add_dependency(_SinkService(sink, settings, batcher))
+    @app.agent(identity, name="project-identity")
+    async def project_identity(stream: StreamT[bytes]) -> None:
+        await _project(stream, identity_batcher, identity_dlq, _identity_rows)
+
+    app.add_dependency(_SinkService(sink, settings, [batcher, identity_batcher]))
     return app
+
+
+def _delivery_rows(message: Message) -> InsightRows:
+    headers = record_headers(message.headers)
+    return insight_rows(Envelope.from_record(headers, message.value or b"", key=message.key))
+
+
+def _identity_rows(message: Message) -> InsightRows:
+    rows = InsightRows()
+    rows.add(
+        IDENTITY_TABLE, identity_row(parse_identity_event(message.value or b""), message.offset)
+    )
+    return rows
+
+
+async def _project(
+    stream: StreamT[bytes],
+    batcher: Batcher,
+    dlq: faust.TopicT,
+    rows_of: Callable[[Message], InsightRows],
+) -> None:
+    """Rows of each record into the batcher; a record we cannot project is parked."""
+    manual = cast("Stream[bytes]", stream).noack()
+    batcher.ack = manual.ack
+    async for event in manual.events():
+        message = event.message
+        try:
+            rows = rows_of(message)
+        except Exception as exc:  # any record we cannot project: park it, go on
+            headers = record_headers(message.headers)
+            await park(dlq, message, headers, processor=PROCESSOR, error=exc)
+            rows = InsightRows()
+        await batcher.add(event, rows)
 
 
 class Batcher:
@@ -129,18 +163,19 @@ async def write(sink: ClickHouseSink, rows: InsightRows, batch_id: str) -> None:
 class _SinkService(Service):
     """Opens the sink (migrations, views) and serves read-only SQL and the insights page."""
 
-    def __init__(self, sink: ClickHouseSink, settings: Settings, batcher: Batcher) -> None:
+    def __init__(self, sink: ClickHouseSink, settings: Settings, batchers: list[Batcher]) -> None:
         super().__init__()
         self.sink = sink
         self.settings = settings
-        self.batcher = batcher
+        self.batchers = batchers
         self.runner: web.AppRunner | None = None
         self.flusher: asyncio.Task[None] | None = None
 
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.settings.sink_flush_s)
-            await self.batcher.flush()
+            for batcher in self.batchers:
+                await batcher.flush()
 
     async def on_start(self) -> None:
         await self.sink.start()

@@ -8,6 +8,9 @@ Two agents, each a short loop:
 - ``deliver_http`` reads ``hookstream.dispatch`` and hands requests with HTTP targets
   to the :class:`HttpDispatcher`; a record is acknowledged (its offset may be committed)
   only once every target has it or its dead letter is written. Off during a replay.
+
+Who a GitHub account belongs to (for ``actor.platform_user`` and ChatOps ``roles:``)
+comes from an :class:`IdentityDirectory` that follows ``hookstream.identity``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import faust
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 from mode import Service
+from prometheus_client import CollectorRegistry
 
 from processors.dead_letter import dead_letter_headers, park
+from processors.identity.directory import IdentityDirectory
 from processors.records import processor_app, raw_topic, record_headers
+from processors.triggers.authorization import Authorizer
 from processors.triggers.http_dispatch import DeadLetter, HttpDispatcher
 from processors.triggers.matcher import Matcher
 from processors.triggers.rules import TriggerFile
@@ -38,8 +44,12 @@ EMITTED = b"1"
 def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
     # The table shares the event log's partitioning: a delivery and its dispatch ids are
     # always on the same partition, so each worker owns the ids it checks.
-    app = processor_app(settings, PROCESSOR)
-    matcher = Matcher(triggers)
+    registry = CollectorRegistry(auto_describe=True)
+    app = processor_app(settings, PROCESSOR, registry)
+    # ChatOps roles and dispatch actors come from the identity links, learned as they come.
+    directory = IdentityDirectory(settings.kafka_bootstrap, settings.identity_topic, registry)
+    app.add_dependency(directory)
+    matcher = Matcher(triggers, Authorizer(directory))
     events = raw_topic(app, settings.events_topic)
     dispatches = raw_topic(app, settings.dispatch_topic)
     events_dlq = raw_topic(app, settings.dlq_topic)

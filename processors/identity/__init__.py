@@ -1,0 +1,1 @@
+"""The identity processor: who is who, from links and deliveries (DESIGN.md §8)."""
