@@ -30,7 +30,7 @@ from schemas.logs import configure_logging
 from schemas.settings import Settings
 
 # Processors that can run as `hookstream worker NAME`; the others join as they land.
-PROCESSORS = ("insights", "triggers", "checks")
+PROCESSORS = ("insights", "triggers", "checks", "identity")
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -133,6 +133,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         from processors.insights.app import create_app as insights_app
 
         run_worker(insights_app(settings), settings)
+    elif args.processor == "identity":
+        from processors.identity.app import create_app as identity_app
+
+        run_worker(identity_app(settings), settings)
     elif args.processor == "checks":
         from processors.checks.app import create_app as checks_app
         from processors.checks.github import AppCredentials
@@ -182,6 +186,30 @@ def _triggers(args: argparse.Namespace, settings: Settings) -> int:
         f"{sum(len(w.on) for w in workflows)} triggers, "
         f"{sum(len(w.commands) for w in workflows)} commands, {len(triggers.targets)} targets"
     )
+    return 0
+
+
+def _identities_import(args: argparse.Namespace, settings: Settings) -> int:
+    from deploy.identities import ImportRefused, load_links, publish_links
+    from schemas.envelope import utc_now
+
+    try:
+        links = load_links(Path(args.file), utc_now())
+    except ImportRefused as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        print(f"hookstream: nothing imported from {args.file}", file=sys.stderr)
+        return 2
+    asyncio.run(publish_links(settings, links))
+    print(f"imported {len(links)} link{'' if len(links) == 1 else 's'} from {args.file}")
+    return 0
+
+
+def _identities_list(args: argparse.Namespace, settings: Settings) -> int:
+    from deploy.identities import identity_table, read_inputs
+    from projections.query import render
+
+    print(render(identity_table(asyncio.run(read_inputs(settings))), args.format))
     return 0
 
 
@@ -241,6 +269,23 @@ def build_parser() -> argparse.ArgumentParser:
     check = triggers_sub.add_parser("check", help="validate a trigger file; errors name the line")
     check.add_argument("file")
     check.set_defaults(func=_triggers)
+
+    identities = sub.add_parser(
+        "identities", help="link GitHub accounts to platform users, and see who is who"
+    )
+    identities_sub = identities.add_subparsers(dest="identities_command", required=True)
+    import_parser = identities_sub.add_parser(
+        "import",
+        help="link the rows of a CSV file (columns platform_user,github_login,github_user_id,"
+        "email,role); one bad row and nothing is imported",
+    )
+    import_parser.add_argument("file", metavar="FILE.csv")
+    import_parser.set_defaults(func=_identities_import)
+    list_parser = identities_sub.add_parser(
+        "list", help="every known GitHub account with its platform user, roles and source"
+    )
+    list_parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    list_parser.set_defaults(func=_identities_list)
 
     replay_parser = sub.add_parser(
         "replay", help="rebuild a projection from the start of github.events (effects off)"

@@ -19,10 +19,12 @@ from aiohttp import web
 
 from ingress.delivery import Rejection, accept_body, inspect_headers
 from ingress.event_log import EventLog, EventLogUnavailable
+from ingress.identities import authorize_admin, parse_link, parse_unlink
 from ingress.metrics import UNVERIFIED_EVENT, IngressMetrics
 from ingress.run_status import MAX_REPORT_BYTES, authorize_runner, parse_report
 from schemas.envelope import utc_now
 from schemas.errors import HookstreamError
+from schemas.identity import Link, Unlink, record_key
 from schemas.settings import Settings
 from schemas.signature import SignatureVerifier
 
@@ -146,6 +148,28 @@ async def receive_run_status(request: web.Request) -> web.Response:
     return _json(202, {"run": run_id, "status": record.status})
 
 
+async def link_identity(request: web.Request) -> web.Response:
+    """An explicit link: authorize, read, validate, record on hookstream.identity."""
+    authorize_admin(request.headers.get("Authorization"), request.app[SETTINGS].admin_token_list)
+    body = await read_body(request)
+    link = parse_link(request.headers.get("Content-Type", ""), body, utc_now())
+    return await _record_identity(request.app, link)
+
+
+async def unlink_identity(request: web.Request) -> web.Response:
+    """An explicit unlink: authorize, validate the path, record on hookstream.identity."""
+    authorize_admin(request.headers.get("Authorization"), request.app[SETTINGS].admin_token_list)
+    path = request.match_info
+    unlink = parse_unlink(path["platform_user"], path["github_user_id"], utc_now())
+    return await _record_identity(request.app, unlink)
+
+
+async def _record_identity(app: web.Application, event: Link | Unlink) -> web.Response:
+    value = event.model_dump_json().encode()
+    await app[EVENT_LOG].publish(app[SETTINGS].identity_topic, record_key(event), value, [])
+    return _json(202, {"event_id": event.event_id, "kind": event.kind})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return _json(200, {"status": "ok"})
 
@@ -185,6 +209,8 @@ def create_app(settings: Settings, event_log: EventLog | None = None) -> web.App
     app.router.add_routes([
         web.post(WEBHOOK_PATH, receive_webhook, name=WEBHOOK_ROUTE),
         web.post("/v1/runs/{run_id}/status", receive_run_status),
+        web.post("/v1/identities", link_identity),
+        web.delete("/v1/identities/{platform_user}/{github_user_id}", unlink_identity),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics_endpoint),

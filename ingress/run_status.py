@@ -7,39 +7,28 @@ validated against :class:`schemas.run_status.RunStatus` and recorded as is on
 
 from __future__ import annotations
 
-import hmac
 import re
 from datetime import datetime
 
 from pydantic import ValidationError
 
+from ingress.bearer import authorize_bearer
 from ingress.delivery import Rejection
 from schemas.envelope import JSON_CONTENT_TYPE
 from schemas.run_status import RUN_ID_PATTERN, RunStatus, RunStatusRecord
 
 MAX_REPORT_BYTES = 1024 * 1024
-CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 def authorize_runner(authorization: str | None, tokens: tuple[bytes, ...]) -> None:
-    if not tokens:
-        raise Rejection(
-            404,
-            "disabled",
-            "runner status reports are off: set HOOKSTREAM_RUNNER_TOKENS to enable them",
-        )
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise Rejection(
-            401, "unauthorized", "missing 'Authorization: Bearer <token>' header", CHALLENGE
-        )
-    # Compare against every token, without an early exit, like webhook secrets.
-    matched = False
-    for token in tokens:
-        matched |= hmac.compare_digest(token, given.strip().encode())
-    if not matched:
-        raise Rejection(401, "unauthorized", "unknown runner token", CHALLENGE)
+    authorize_bearer(
+        authorization,
+        tokens,
+        holder="runner",
+        endpoints="runner status reports",
+        variable="HOOKSTREAM_RUNNER_TOKENS",
+    )
 
 
 def parse_report(
