@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from schemas.identity import (
 )
 from schemas.settings import Settings
 from schemas.topics import ensure_topics, topic_specs
-from tests.helpers import make_settings, processor_env, read_topic
+from tests.helpers import REPO_ROOT, make_settings, processor_env, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -162,6 +163,27 @@ async def test_list_shows_who_is_who_after_an_import(kafka_bootstrap: str, tmp_p
         {"github_user_id": 49699333, "github_login": "dependabot[bot]", "platform_user": None,
          "roles": "", "source": None, "is_bot": True},
     ]  # fmt: skip
+
+
+def readme_csv() -> str:
+    """The people.csv of the README, as a reader pastes it (the list indent removed)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split("cat > people.csv <<'CSV'\n", 1)[1].split("CSV\n", 1)[0]
+    return textwrap.dedent(block)
+
+
+async def test_the_readme_example_imports(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = make_settings(kafka_bootstrap, tmp_path)
+    people = tmp_path / "people.csv"
+    people.write_text(readme_csv())
+    result = await hookstream(settings, "identities", "import", str(people))
+    assert (result.returncode, result.stdout) == (0, f"imported 3 links from {people}\n")
+    events = await identity_events(settings)
+    assert [(e.platform_user, e.github_user_id, e.github_login) for e in events] == [
+        ("alice@acme.example", 21031067, "octocat"),
+        ("alice@acme.example", 583231, None),
+        ("bob@acme.example", None, "bob-gh"),
+    ]
 
 
 def test_identities_commands_have_help() -> None:

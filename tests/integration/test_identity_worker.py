@@ -25,6 +25,7 @@ from projections.query import QueryServiceUnavailable, query_service
 from schemas.identity import Conflict, Resolved, parse_identity_event
 from schemas.settings import Settings
 from tests.helpers import (
+    REPO_ROOT,
     SECRET,
     RunningIngress,
     WorkerProcess,
@@ -167,6 +168,30 @@ async def test_links_made_later_rebind_history_and_unlinks_release_it(
     )
     activity = await stack.rows("SELECT person FROM person_activity")
     assert not {"robots@corp", "dependabot[bot]"} & {row[0] for row in activity}
+
+    # The README's queries per person and per team answer as pasted; alice joins a team.
+    joined = copy.deepcopy(next(e for e in examples if e.name == "membership.added").payload)
+    joined["member"] = ALICE
+    assert (await stack.ingress.post(signed_delivery(orjson.dumps(joined), "membership", SECRET)))[
+        0
+    ] == 202
+    team = f"team:{joined['organization']['login']}/{joined['team']['slug']}"
+    await stack.until(
+        "SELECT scope FROM identity_memberships WHERE github_user_id = 11", [[team]], "alice's team"
+    )
+    per_person, per_change, per_team = readme_queries()
+    assert ["bob", 0, 0, 2] in [row[:4] for row in await stack.rows(per_person)]
+    assert ["carol@corp", 1] in [row[:2] for row in await stack.rows(per_change)]
+    assert [row[:2] for row in await stack.rows(per_team)] == [[team, 1]]
+
+
+def readme_queries() -> list[str]:
+    section = (REPO_ROOT / "README.md").read_text().split("Metrics per person and per team:")[1]
+    queries = re.findall(
+        r'^\.venv/bin/hookstream sql "(.+)"$', section.split("**Dispatch")[0], re.M
+    )
+    assert len(queries) == 3
+    return queries
 
 
 async def test_two_people_claiming_one_account_is_a_reported_conflict(
