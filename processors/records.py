@@ -7,11 +7,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
-from faust.types import TP
+from faust.types import TP, Message
 from prometheus_client import CollectorRegistry
 
 from processors import kafka_transport
 from processors.watchdog import Watchdog, source_partitions
+from schemas.envelope import Envelope
 from schemas.settings import Settings
 from schemas.topics import TopicSpec
 
@@ -108,3 +109,11 @@ def raw_topic(app: faust.App, name: str, **options: Any) -> faust.TopicT:
         value_serializer="raw",
         **options,
     )
+
+
+def delivery_envelope(message: Message) -> Envelope:
+    """The delivery a ``github.events`` record holds, with where it sits in the log."""
+    return Envelope.from_record(
+        record_headers(message.headers), message.value or b"", key=message.key,
+        topic=message.topic, partition=message.partition, offset=message.offset,
+    )  # fmt: skip

@@ -50,10 +50,10 @@ from processors.checks.inputs import (
 )
 from processors.checks.machine import CheckRun, CreateCheckRun, Step
 from processors.dead_letter import park
-from processors.records import processor_app, raw_topic, record_headers
+from processors.records import delivery_envelope, processor_app, raw_topic, record_headers
 from schemas.checks import CheckTransition
 from schemas.dispatch import DispatchRequest
-from schemas.envelope import Envelope, RecordHeader
+from schemas.envelope import RecordHeader
 from schemas.run_status import RunStatusRecord
 from schemas.settings import Settings
 
@@ -130,8 +130,7 @@ def create_app(settings: Settings, credentials: AppCredentials | None) -> faust.
         headers = record_headers(message.headers)
         if dict(headers).get(RecordHeader.EVENT) not in CHECK_EVENTS:
             return Routed()  # most deliveries: decided from the header, never parsed
-        envelope = Envelope.from_record(headers, message.value or b"", key=message.key)
-        return route_delivery(envelope, settings.github_app_id)
+        return route_delivery(delivery_envelope(message), settings.github_app_id)
 
     @app.agent(events, name="route-deliveries")
     async def route_deliveries(stream: StreamT[bytes]) -> None:

@@ -29,8 +29,7 @@ from prometheus_client import CollectorRegistry, Counter
 from processors.dead_letter import park
 from processors.identity.facts import learned_facts
 from processors.identity.resolver import Answer, IdentityResolver, ResolverState
-from processors.records import processor_app, raw_topic, record_headers
-from schemas.envelope import Envelope
+from processors.records import delivery_envelope, processor_app, raw_topic, record_headers
 from schemas.identity import (
     AccountSeen,
     AnyIdentityEvent,
@@ -135,11 +134,10 @@ def create_app(settings: Settings) -> faust.App:
     async def learn(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            headers = record_headers(message.headers)
             try:
-                envelope = Envelope.from_record(headers, message.value or b"", key=message.key)
-                facts = learned_facts(envelope)
+                facts = learned_facts(delivery_envelope(message))
             except Exception as exc:  # a delivery we cannot read: park it, go on
+                headers = record_headers(message.headers)
                 await park(events_dlq, message, headers, processor=PROCESSOR, error=exc)
                 continue
             for fact in facts:

@@ -30,11 +30,10 @@ from processors.dead_letter import park
 from processors.insights.identity_rows import TABLE as IDENTITY_TABLE
 from processors.insights.identity_rows import identity_row
 from processors.insights.rows import InsightRows, insight_rows
-from processors.records import processor_app, raw_topic, record_headers
+from processors.records import delivery_envelope, processor_app, raw_topic, record_headers
 from projections.insights_page import insights_app
 from projections.insights_report import Patterns
 from projections.sink import ClickHouseSink
-from schemas.envelope import Envelope
 from schemas.identity import parse_identity_event
 from schemas.settings import Settings
 
@@ -68,8 +67,7 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def _delivery_rows(message: Message) -> InsightRows:
-    headers = record_headers(message.headers)
-    return insight_rows(Envelope.from_record(headers, message.value or b"", key=message.key))
+    return insight_rows(delivery_envelope(message))
 
 
 def _identity_rows(message: Message) -> InsightRows:

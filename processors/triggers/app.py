@@ -26,13 +26,12 @@ from prometheus_client import CollectorRegistry
 
 from processors.dead_letter import dead_letter_headers, park
 from processors.identity.directory import IdentityDirectory
-from processors.records import processor_app, raw_topic, record_headers
+from processors.records import delivery_envelope, processor_app, raw_topic, record_headers
 from processors.triggers.authorization import Authorizer
 from processors.triggers.http_dispatch import DeadLetter, HttpDispatcher
 from processors.triggers.matcher import Matcher
 from processors.triggers.rules import TriggerFile
 from schemas.dispatch import DispatchRequest
-from schemas.envelope import Envelope
 from schemas.settings import Settings
 
 log = logging.getLogger("hookstream.triggers")
@@ -84,10 +83,7 @@ def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
             message = event.message
             headers = record_headers(message.headers)
             try:
-                envelope = Envelope.from_record(
-                    headers, message.value, key=message.key,
-                    topic=message.topic, partition=message.partition, offset=message.offset,
-                )  # fmt: skip
+                envelope = delivery_envelope(message)
                 result = matcher.match(envelope)
             except Exception as exc:  # any record the matcher cannot read: park it, go on
                 await park(events_dlq, message, headers, processor=PROCESSOR, error=exc)
