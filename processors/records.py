@@ -35,7 +35,10 @@ def processor_app(
             f"{kafka_transport.SCHEME}://{host.strip()}"
             for host in settings.kafka_bootstrap.split(",")
         ],
-        store="memory://",
+        # Tables persist in RocksDB under the data dir, so a restart reads only the
+        # changelog written since the store's last flush, not every key ever written;
+        # memory:// rebuilds them from their changelogs at every start.
+        store=settings.faust_store,
         datadir=str(datadir),
         web_enabled=False,
         topic_partitions=settings.events_partitions,

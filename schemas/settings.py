@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         default=SecretStr(""),
         description="Bearer tokens runners use to report status (comma-separated, rotation).",
     )
+    faust_store: str = Field(
+        default="rocksdb://",
+        description="Where Faust keeps the processors' tables: rocksdb:// (RocksDB through "
+        "rocksdict, under $HOOKSTREAM_DATA_DIR/faust/<processor>) or memory://.",
+        pattern=r"^(rocksdb|memory)://$",
+    )
     stop_timeout_s: float = Field(
         default=60.0,
         gt=0,
