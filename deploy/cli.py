@@ -214,7 +214,7 @@ def _identities_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    replay(settings, args.projection)
+    replay(settings, args.projection, dry_run=args.dry_run)
     return 0
 
 
@@ -291,8 +291,76 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="rebuild a projection from the start of github.events (effects off)"
     )
     replay_parser.add_argument("projection", choices=PROCESSORS)
+    replay_parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (topics, offsets, group, tables) only",
+    )
     replay_parser.set_defaults(func=_replay)
+
+    reconcile_parser = sub.add_parser(
+        "reconcile",
+        help="list the App's deliveries GitHub failed to bring to hookstream; --apply "
+        "redelivers them",
+    )
+    reconcile_parser.add_argument(
+        "--since", default="72h", metavar="DURATION",
+        help="how far back to look, e.g. 6h, 90m, 2d (default and most: 72h, GitHub keeps 3 days)",
+    )  # fmt: skip
+    reconcile_parser.add_argument(
+        "--apply", action="store_true", help="ask GitHub to redeliver them (default: a dry run)"
+    )
+    reconcile_parser.set_defaults(func=_reconcile)
+
+    dlq = sub.add_parser("dlq", help="see the dead letters, and send them back after a fix")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser(
+        "list", help="one line per dead letter: offset, age, processor, source, delivery, "
+        "event, whether it was retried, error",
+    )  # fmt: skip
+    dlq_list.add_argument("topic", help="a dead-letter topic, e.g. github.events.dlq")
+    dlq_list.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    dlq_show = dlq_sub.add_parser("show", help="one dead letter: every header, and its body")
+    dlq_show.add_argument("topic")
+    dlq_show.add_argument("offset", type=int)
+    dlq_retry = dlq_sub.add_parser(
+        "retry", help="send dead letters back through the processor that failed them, once"
+    )
+    dlq_retry.add_argument("topic")
+    dlq_retry.add_argument(
+        "--offset", type=int, action="append", default=[], metavar="N",
+        help="this dead letter (repeatable); refused if it was retried already",
+    )  # fmt: skip
+    dlq_retry.add_argument("--all", action="store_true", help="every one not retried yet")
+    dlq_retry.add_argument("--force", action="store_true", help="with --offset: even if retried")
+    for command in (dlq_list, dlq_show, dlq_retry):
+        command.set_defaults(func=_dlq)
     return parser
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from deploy import dlq
+
+    try:
+        if args.dlq_command == "list":
+            out = asyncio.run(dlq.list_dead_letters(settings, args.topic, args.format))
+        elif args.dlq_command == "show":
+            out = asyncio.run(dlq.show_dead_letter(settings, args.topic, args.offset))
+        else:
+            out = asyncio.run(dlq.retry_dead_letters(
+                settings, args.topic, args.offset, every=args.all, force=args.force
+            ))  # fmt: skip
+    except dlq.DlqRefused as exc:
+        print(f"hookstream dlq: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from deploy.reconcile import reconcile
+
+    return reconcile(settings, since=args.since, apply=args.apply)
 
 
 class ConfigurationError(HookstreamError):

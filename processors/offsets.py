@@ -79,3 +79,17 @@ class OffsetReader:
             offset = meta.offset if meta is not None and meta.offset >= 0 else None
             result.append(PartitionOffsets(tp.topic, tp.partition, offset, ends[tp]))
         return result
+
+
+def split_partition_name(name: str) -> tuple[str, int]:
+    """``"github.events/3"`` → ``("github.events", 3)`` (topic names may not hold ``/``)."""
+    topic, _, partition = name.rpartition("/")
+    return topic, int(partition)
+
+
+def reached(offsets: Iterable[PartitionOffsets], horizon: dict[str, int]) -> bool:
+    """Whether the group has committed up to ``horizon`` (``"topic/partition"`` → offset)."""
+    return all(
+        horizon.get(o.name, 0) == 0 or (o.committed is not None and o.committed >= horizon[o.name])
+        for o in offsets
+    )

@@ -63,6 +63,11 @@ def processor_app(
     return app
 
 
+# Compacted, and "delete" with no retention so that `hookstream replay` may empty a
+# changelog with DeleteRecords (Kafka refuses it on compact-only topics).
+CHANGELOG_CONFIGS = {"cleanup.policy": "compact,delete", "retention.ms": "-1"}
+
+
 def faust_topic_specs(app: faust.App, settings: Settings) -> list[TopicSpec]:
     """The topics Faust creates for ``app``: its tables' changelogs, its own topics.
 
@@ -79,7 +84,7 @@ def faust_topic_specs(app: faust.App, settings: Settings) -> list[TopicSpec]:
                 changelog.get_topic_name(),
                 changelog.partitions or settings.events_partitions,
                 replication,
-                {"cleanup.policy": "compact"},
+                CHANGELOG_CONFIGS,
             )
         )
     for agent in app.agents.values():
@@ -102,10 +107,14 @@ def record_headers(
     return list(headers)
 
 
-def raw_topic(app: faust.App, name: str, **options: Any) -> faust.TopicT:
-    """A topic of bytes: the processors read and write exact bytes, never re-encode."""
+def raw_topic(app: faust.App, *names: str, **options: Any) -> faust.TopicT:
+    """A topic of bytes: the processors read and write exact bytes, never re-encode.
+
+    Several names make a channel an agent reads as one (a source and its retry topic);
+    only a single-name topic can be sent to.
+    """
     return app.topic(
-        name,
+        *names,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",

@@ -23,6 +23,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from projections.migrate import migrate
+from projections.rebuild import SUFFIX, prepare_statements, swap_statements
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ def connect(dsn: str) -> Client:
 class ClickHouseSink:
     def __init__(self, dsn: str, production_pattern: str, incident_pattern: str) -> None:
         self.dsn = dsn
+        # Appended to every table a write names: "__replay" while a replay rebuilds.
+        self.suffix = ""
         self._patterns = (production_pattern, incident_pattern)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Client | None = None
@@ -62,7 +65,28 @@ class ClickHouseSink:
         non_empty = {table: rows for table, rows in tables.items() if rows}
         if not non_empty:
             return 0
-        return await self.run(lambda client: insert_tables(client, non_empty, batch_id))
+        named = {f"{table}{self.suffix}": rows for table, rows in non_empty.items()}
+        return await self.run(lambda client: insert_tables(client, named, batch_id))
+
+    async def rebuild_beside(self, fresh: bool) -> None:
+        """Write into fresh ``__replay`` tables from now on (kept if ``fresh`` is false)."""
+
+        def prepare(client: Client) -> None:
+            for statement in prepare_statements(fresh):
+                client.command(statement)
+            self.suffix = SUFFIX
+
+        await self.run(prepare)
+
+    async def swap_in(self) -> None:
+        """Exchange the rebuilt tables with the live ones, in one call on the engine thread."""
+
+        def swap(client: Client) -> None:
+            for statement in swap_statements():
+                client.command(statement)
+            self.suffix = ""
+
+        await self.run(swap)
 
     def close(self) -> None:
         if self._client is not None:

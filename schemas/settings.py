@@ -115,6 +115,23 @@ class Settings(BaseSettings):
     replay: bool = Field(
         default=False, description="Set by `hookstream replay`: effectors (HTTP, GitHub) are off."
     )
+    replay_horizon: dict[str, int] | None = Field(
+        default=None,
+        description="Set by `hookstream replay insights`: {\"topic/partition\": end offset}; "
+        "once read that far, the rebuilt tables are swapped in.",
+    )
+    replay_fresh: bool = Field(
+        default=False, description="Set by `hookstream replay`: drop what an earlier replay left."
+    )
+    replay_marker: Path | None = Field(
+        default=None, description="Set by `hookstream replay`: written once the swap is done."
+    )
+    replay_stall_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A replay whose partitions with lag make no progress this long fails, "
+        "naming them.",
+    )
 
     # --- checks (GitHub App) -------------------------------------------------------------
     github_app_id: str | None = Field(

@@ -22,6 +22,7 @@ from typing import cast
 
 import faust
 from aiohttp import web
+from aiokafka import TopicPartition
 from faust.streams import Stream
 from faust.types import EventT, Message, StreamT
 from mode import Service
@@ -30,12 +31,14 @@ from processors.dead_letter import park
 from processors.insights.identity_rows import TABLE as IDENTITY_TABLE
 from processors.insights.identity_rows import identity_row
 from processors.insights.rows import InsightRows, insight_rows
+from processors.offsets import OffsetReader, reached, split_partition_name
 from processors.records import delivery_envelope, processor_app, raw_topic, record_headers
 from projections.insights_page import insights_app
 from projections.insights_report import Patterns
 from projections.sink import ClickHouseSink
 from schemas.identity import parse_identity_event
 from schemas.settings import Settings
+from schemas.topics import retry_topic
 
 log = logging.getLogger("hookstream.insights")
 
@@ -45,7 +48,8 @@ WRITE_ATTEMPTS = 8
 
 def create_app(settings: Settings) -> faust.App:
     app = processor_app(settings, PROCESSOR)
-    events = raw_topic(app, settings.events_topic)
+    # The event log and its retry topic (`hookstream dlq retry`), read alike.
+    events = raw_topic(app, settings.events_topic, retry_topic(settings.events_topic, PROCESSOR))
     dlq = raw_topic(app, settings.dlq_topic)
     sink = ClickHouseSink(settings.dsn, settings.production_pattern, settings.incident_pattern)
 
@@ -168,6 +172,26 @@ class _SinkService(Service):
         self.batchers = batchers
         self.runner: web.AppRunner | None = None
         self.flusher: asyncio.Task[None] | None = None
+        self.swapper: asyncio.Task[None] | None = None
+
+    async def _swap_at_horizon(self) -> None:
+        """Swap the rebuilt tables in once the group's committed offsets reach the horizon.
+
+        Offsets are committed only after their rows are written, so reaching the horizon
+        means every row of the records before it is in the ``__replay`` tables.
+        """
+        horizon = self.settings.replay_horizon or {}
+        group = self.settings.app_id(PROCESSOR)
+        async with OffsetReader(self.settings.kafka_bootstrap) as reader:
+            partitions = [TopicPartition(*split_partition_name(name)) for name in horizon]
+            while True:  # the broker has no way to tell us: ask it every second
+                if reached(await reader.read(group, partitions), horizon):
+                    break
+                await asyncio.sleep(1.0)
+        await self.sink.swap_in()
+        log.info("replay: the rebuilt tables are live (swapped with EXCHANGE TABLES)")
+        if self.settings.replay_marker is not None:
+            self.settings.replay_marker.write_text("swapped\n")
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -177,6 +201,9 @@ class _SinkService(Service):
 
     async def on_start(self) -> None:
         await self.sink.start()
+        if self.settings.replay and self.settings.replay_horizon is not None:
+            await self.sink.rebuild_beside(fresh=self.settings.replay_fresh)
+            self.swapper = asyncio.create_task(self._swap_at_horizon(), name="replay-swap")
         self.flusher = asyncio.create_task(self._flush_periodically(), name="sink-flush")
         # Served in server mode too: the insights page reads through the same path.
         patterns = Patterns(self.settings.production_pattern, self.settings.incident_pattern)
@@ -187,8 +214,9 @@ class _SinkService(Service):
         log.info("read-only SQL on http://127.0.0.1:%d/query, insights page on /insights", port)
 
     async def on_stop(self) -> None:
-        if self.flusher is not None:
-            self.flusher.cancel()
+        for task in (self.flusher, self.swapper):
+            if task is not None:
+                task.cancel()
         if self.runner is not None:
             await self.runner.cleanup()
         self.sink.close()

@@ -33,11 +33,13 @@ from processors.triggers.matcher import Matcher
 from processors.triggers.rules import TriggerFile
 from schemas.dispatch import DispatchRequest
 from schemas.settings import Settings
+from schemas.topics import retry_topic
 
 log = logging.getLogger("hookstream.triggers")
 
 PROCESSOR = "triggers"
 EMITTED = b"1"
+TARGET_HEADER = "x-hookstream-target"  # on a dispatch dead letter: the target that failed
 
 
 def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
@@ -49,8 +51,12 @@ def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
     directory = IdentityDirectory(settings.kafka_bootstrap, settings.identity_topic, registry)
     app.add_dependency(directory)
     matcher = Matcher(triggers, Authorizer(directory))
-    events = raw_topic(app, settings.events_topic)
+    # Each source is read with its retry topic (`hookstream dlq retry`).
+    events = raw_topic(app, settings.events_topic, retry_topic(settings.events_topic, PROCESSOR))
     dispatches = raw_topic(app, settings.dispatch_topic)
+    dispatch_source = raw_topic(
+        app, settings.dispatch_topic, retry_topic(settings.dispatch_topic, PROCESSOR)
+    )
     events_dlq = raw_topic(app, settings.dlq_topic)
     dispatch_dlq = raw_topic(app, settings.dispatch_dlq_topic)
     emitted = app.Table(
@@ -67,7 +73,7 @@ def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
             key=letter.request.dispatch_id.encode(),
             value=letter.body,
             headers=dead_letter_headers(
-                [("x-hookstream-target", letter.target.encode()),
+                [(TARGET_HEADER, letter.target.encode()),
                  ("x-hookstream-attempts", str(letter.attempts).encode())],
                 processor=PROCESSOR,
                 error=letter.error,
@@ -96,18 +102,20 @@ def create_app(settings: Settings, triggers: TriggerFile) -> faust.App:
                     continue
                 # Sent now (force: not attached to the offset commit) and acknowledged
                 # before the id is remembered: a crash in between re-emits the same id,
-                # which consumers drop, rather than losing the dispatch.
-                await (await dispatches.send(key=key, value=request.to_json(), force=True))
+                # which consumers drop, rather than losing the dispatch. A replay only
+                # rebuilds the table: its dispatches are on the topic already.
+                if not settings.replay:
+                    await (await dispatches.send(key=key, value=request.to_json(), force=True))
                 emitted[key] = EMITTED
 
-    @app.agent(dispatches, name="deliver-http")
+    @app.agent(dispatch_source, name="deliver-http")
     async def deliver_http(stream: StreamT[bytes]) -> None:
         manual = cast("Stream[bytes]", stream).noack()
         async for event in manual.events():
             if settings.replay:
                 await manual.ack(event)
                 continue
-            request = DispatchRequest.from_json(event.message.value)
+            request = _still_owed(DispatchRequest.from_json(event.message.value), event)
             await dispatcher.submit(request, event.message.value, _acker(manual, event))
 
     app.add_dependency(_Stopping(dispatcher))
@@ -123,6 +131,12 @@ class _Stopping(Service):
 
     async def on_stop(self) -> None:
         await self.dispatcher.stop()
+
+
+def _still_owed(request: DispatchRequest, event: EventT[bytes]) -> DispatchRequest:
+    """The request, for only the target that failed when it is a dead letter sent back."""
+    failed = dict(record_headers(event.message.headers)).get(TARGET_HEADER)
+    return request if failed is None else request.model_copy(update={"targets": (failed.decode(),)})
 
 
 def _acker(stream: StreamT[bytes], event: EventT[bytes]) -> Any:
