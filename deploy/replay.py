@@ -137,6 +137,9 @@ class Progress:
     plan: ReplayPlan
     stall_s: float
     started: float
+    # A worker starting up (joining its group, recovering tables) reads nothing for a
+    # while: until the first progress, a stall must last this much longer.
+    start_grace_s: float = 60.0
     first_done: int | None = None
     done: int = 0
     rate: float = 0.0
@@ -145,6 +148,8 @@ class Progress:
     def update(self, offsets: list[PartitionOffsets], now: float) -> list[tuple[str, int, float]]:
         """Record a reading; returns the stalled partitions: (name, lag, seconds still)."""
         ranges = {r.partition: r for r in self.plan.ranges}
+        progressed = self.first_done is not None and self.done > self.first_done
+        limit = self.stall_s if progressed else self.stall_s + self.start_grace_s
         done = 0
         stalled = []
         for o in offsets:
@@ -156,7 +161,7 @@ class Progress:
             last_offset, since = self._last.get(o.name, (-1, now))
             if committed != last_offset:
                 self._last[o.name] = (committed, now)
-            elif committed < r.end and now - since >= self.stall_s:
+            elif committed < r.end and now - since >= limit:
                 stalled.append((o.name, r.end - committed, now - since))
         if self.first_done is None:
             self.first_done = done
@@ -207,17 +212,23 @@ async def _group_state(admin: AIOKafkaAdminClient, group: str) -> tuple[str, int
     return str(state), len(members)
 
 
-async def _require_idle(settings: Settings, group: str) -> None:
+async def group_state(settings: Settings, group: str) -> tuple[str, int]:
+    """The group's state (``Empty``, ``Stable``…) and how many members it has."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        state, members = await _group_state(admin, group)
+        return await _group_state(admin, group)
     finally:
         await admin.close()
+
+
+async def _require_idle(settings: Settings, group: str) -> None:
+    state, members = await group_state(settings, group)
     if state not in IDLE_GROUP_STATES:
         raise ReplayError(
             f"consumer group {group} is {state} with {members} member(s): "
-            "stop its workers before replaying"
+            "stop its workers before replaying (a worker that crashed leaves the group "
+            f"after HOOKSTREAM_KAFKA_SESSION_TIMEOUT_S, {settings.kafka_session_timeout_s:g} s)"
         )
 
 

@@ -11,7 +11,8 @@ rebase-merged, then deployed; workflow runs that succeed, fail, and are re-run.
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -277,3 +278,27 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
         ("acme/web", "Deploy", 1, 1, 1.0, 600, 600),
     ],
 }
+
+
+# --- comparing read models ------------------------------------------------------------------
+TABLES = ("deliveries", "pull_requests", "pull_request_reviews", "commits", "deployments",
+          "deployment_statuses", "workflow_runs", "workflow_jobs", "check_runs", "issues",
+          "releases")  # fmt: skip
+Sql = Callable[[str], Awaitable[list[list[Any]]]]
+
+
+def normalise(rows: list[list[Any]]) -> list[tuple[Any, ...]]:
+    return [tuple(v.isoformat() if isinstance(v, date) else v for v in row) for row in rows]
+
+
+async def snapshot(sql: Sql) -> dict[str, Any]:
+    """Every table (FINAL, without the receipt time) and every view, in a stable order."""
+    out: dict[str, Any] = {}
+    for table in TABLES:
+        columns = [r[0] for r in await sql(f"DESCRIBE TABLE {table}") if r[0] != "received_at"]
+        out[table] = await sql(
+            f"SELECT {', '.join(columns)} FROM {table} FINAL ORDER BY {', '.join(columns)}"
+        )
+    for query in EXPECTED:
+        out[query] = await sql(query)
+    return out

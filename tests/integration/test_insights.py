@@ -15,7 +15,6 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +37,9 @@ from tests.helpers import (
     processor_env,
     read_topic,
 )
-from tests.integration.insights_scenario import EXPECTED, Scenario
+from tests.integration.insights_scenario import EXPECTED, Scenario, normalise, snapshot
 
 pytestmark = pytest.mark.integration
-
-TABLES = ("deliveries", "pull_requests", "pull_request_reviews", "commits", "deployments",
-          "deployment_statuses", "workflow_runs", "workflow_jobs", "check_runs", "issues",
-          "releases")  # fmt: skip
 
 
 @dataclass
@@ -114,25 +109,6 @@ async def worker(ingress: RunningIngress, tmp_path: Path) -> AsyncIterator[Insig
     await running.stop()
 
 
-def normalise(rows: list[list[Any]]) -> list[tuple[Any, ...]]:
-    return [tuple(v.isoformat() if isinstance(v, date) else v for v in row) for row in rows]
-
-
-async def snapshot(worker: InsightsWorker) -> dict[str, Any]:
-    """Every table (FINAL, without the receipt time) and every view, in a stable order."""
-    out: dict[str, Any] = {}
-    for table in TABLES:
-        columns = [r[0] for r in await worker.sql(f"DESCRIBE TABLE {table}")
-                   if r[0] != "received_at"]  # fmt: skip
-        rows = await worker.sql(
-            f"SELECT {', '.join(columns)} FROM {table} FINAL ORDER BY {', '.join(columns)}"
-        )
-        out[table] = rows
-    for query in EXPECTED:
-        out[query] = await worker.sql(query)
-    return out
-
-
 async def test_the_whole_corpus_lands_once_per_delivery(
     ingress: RunningIngress, worker: InsightsWorker, examples: tuple[Example, ...]
 ) -> None:
@@ -163,14 +139,14 @@ async def test_scenario_metrics_redelivery_and_replay(
     await worker.wait_for_count(len(sent))
     for query, expected in EXPECTED.items():
         assert normalise(await worker.sql(query)) == expected, query
-    first = await snapshot(worker)
+    first = await snapshot(worker.sql)
 
     # The whole topic replayed into fresh tables by a second worker: the same answers.
     fresh = new_worker(ingress.settings, tmp_path, "replay")
     await fresh.start()
     try:
         await fresh.wait_for_count(len(sent))
-        assert await snapshot(fresh) == first
+        assert await snapshot(fresh.sql) == first
     finally:
         await fresh.stop()
 
