@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HOOKSTREAM_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: run test test-unit lint browser bench bench-ingress bench-triggers bench-insights bench-checks kafka-up kafka-down kafka-jars test-data venv clean
+.PHONY: run test test-unit lint browser bench bench-ingress bench-triggers bench-insights bench-insights-page bench-identity bench-checks bench-restart kafka-up kafka-down kafka-jars test-data venv clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: bench-ingress bench-triggers bench-insights bench-checks
+bench: bench-ingress bench-triggers bench-insights bench-insights-page bench-identity bench-checks bench-restart
 
 bench-ingress: $(STAMP) kafka-jars test-data
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -61,8 +61,17 @@ bench-triggers: $(STAMP) kafka-jars test-data
 bench-insights: $(STAMP) kafka-jars test-data
 	$(BIN)/python -m tests.bench.insights
 
+bench-insights-page: $(STAMP) kafka-jars test-data
+	$(BIN)/python -m tests.bench.insights_page
+
+bench-identity: $(STAMP) kafka-jars test-data
+	$(BIN)/python -m tests.bench.identity
+
 bench-checks: $(STAMP) kafka-jars test-data
 	$(BIN)/python -m tests.bench.checks
+
+bench-restart: $(STAMP) kafka-jars test-data
+	$(BIN)/python -m tests.bench.restart
 
 clean:
 	rm -rf $(VENV) .cache .hookstream .mypy_cache .ruff_cache .pytest_cache *.egg-info
