@@ -1,4 +1,4 @@
-"""A local GitHub API for the checks tests (and the reconcile tests after them).
+"""A local GitHub API for the checks tests and the reconcile tests.
 
 Every request is validated against GitHub's published OpenAPI description with
 openapi-core; a request that does not fit is answered 422 and recorded in
@@ -8,15 +8,22 @@ description leaves to prose are enforced too: a check run created or updated as
 annotations per request. The App JWT is verified with the App's public key, and
 installation tokens expire.
 
-Faults can be scripted per endpoint (``create``, ``update``, ``lookup``, ``token``): an
-HTTP status with headers (a 403 secondary rate limit with ``retry-after``, a 5xx, a 404
-right after a create), or a create that GitHub commits but answers too late (a timeout).
+The App's webhook deliveries are scripted with :meth:`FakeGitHub.add_delivery` (one row
+per attempt, as GitHub lists them); ``GET /app/hook/deliveries`` pages them newest first
+with a cursor and a ``Link`` header, and ``POST …/attempts`` records a redelivery (a new,
+successful attempt row). The answers of these endpoints are validated too.
+
+Faults can be scripted per endpoint (``create``, ``update``, ``lookup``, ``token``,
+``deliveries``, ``redeliver``): an HTTP status with headers (a 403 secondary rate limit
+with ``retry-after``, a primary one with ``reset_in_s``, a 5xx, a 404 right after a
+create), or a create that GitHub commits but answers too late (a timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -38,7 +45,12 @@ PATHS = {
     "/repos/{owner}/{repo}/check-runs": {"post"},
     "/repos/{owner}/{repo}/check-runs/{check_run_id}": {"patch", "get"},
     "/repos/{owner}/{repo}/commits/{ref}/check-runs": {"get"},
+    "/app/hook/deliveries": {"get"},
+    "/app/hook/deliveries/{delivery_id}": {"get"},
+    "/app/hook/deliveries/{delivery_id}/attempts": {"post"},
 }
+# Paths whose 2xx answers are validated against the description too.
+ANSWERS_CHECKED = {path for path in PATHS if path.startswith("/app/hook/")}
 
 
 @dataclass
@@ -48,6 +60,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     times: int = 1
     hold_s: float = 0.0
+    reset_in_s: float | None = None  # a primary rate limit: remaining 0, reset this far ahead
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class Seen:
     path: str
     body: Any
     status: int
+    at: float = field(default_factory=time.time)
 
 
 class _OpenAPIRequest:
@@ -71,6 +85,16 @@ class _OpenAPIRequest:
         self.parameters = RequestParameters(
             query=request.query, header=request.headers, cookie=request.cookies
         )
+
+
+@dataclass(frozen=True)
+class _OpenAPIResponse:
+    """An aiohttp response as openapi-core reads one."""
+
+    data: bytes
+    status_code: int
+    content_type: str
+    headers: Any
 
 
 class FakeGitHub:
@@ -90,6 +114,8 @@ class FakeGitHub:
         self.after_create: Callable[[], None] | None = None  # e.g. kill the worker
         self._ids = itertools.count(4_000_001)
         self._remaining = 5000
+        self.deliveries: list[dict[str, Any]] = []  # one row per attempt, as GitHub lists them
+        self._delivery_ids = itertools.count(12_000_000_001)
 
     # --- what tests look at -------------------------------------------------------------
     def calls(self, endpoint: str | None = None) -> list[Seen]:
@@ -98,12 +124,50 @@ class FakeGitHub:
     def runs_for(self, external_id: str) -> list[dict[str, Any]]:
         return [r for r in self.check_runs.values() if r["external_id"] == external_id]
 
+    def redeliveries(self) -> list[int]:
+        """The attempt ids GitHub was asked to redeliver and accepted (202), in order."""
+        return [int(s.path.split("/")[4]) for s in self.calls("redeliver") if s.status == 202]
+
     def fail(
-        self, endpoint: str, status: int = 0, times: int = 1, hold_s: float = 0.0, **headers: str
+        self,
+        endpoint: str,
+        status: int = 0,
+        times: int = 1,
+        hold_s: float = 0.0,
+        reset_in_s: float | None = None,
+        **headers: str,
     ) -> None:
         """Script a fault; ``retry_after="1"`` becomes the header ``retry-after: 1``."""
         named = {name.replace("_", "-"): value for name, value in headers.items()}
-        self.faults.append(Fault(endpoint, status, named, times, hold_s))
+        self.faults.append(Fault(endpoint, status, named, times, hold_s, reset_in_s))
+
+    def add_delivery(
+        self,
+        guid: str,
+        status_code: int,
+        delivered_at: datetime,
+        *,
+        event: str = "push",
+        action: str | None = None,
+        redelivery: bool = False,
+        status: str | None = None,
+        repository_id: int | None = 1,
+    ) -> dict[str, Any]:
+        """Script one attempt GitHub made; ``status_code`` 0: no HTTP answer."""
+        if status is None:
+            status = (
+                "OK" if 200 <= status_code < 300
+                else "failed to connect" if status_code == 0
+                else f"Invalid HTTP Response: {status_code}"
+            )  # fmt: skip
+        row = {
+            "id": next(self._delivery_ids), "guid": guid, "delivered_at": _iso(delivered_at),
+            "redelivery": redelivery, "duration": 0.27, "status": status,
+            "status_code": status_code, "event": event, "action": action,
+            "installation_id": 42, "repository_id": repository_id, "throttled_at": None,
+        }  # fmt: skip
+        self.deliveries.append(row)
+        return row
 
     # --- the application ------------------------------------------------------------------
     def application(self) -> web.Application:
@@ -113,6 +177,9 @@ class FakeGitHub:
             web.post("/repos/{owner}/{repo}/check-runs", self._create),
             web.get("/repos/{owner}/{repo}/commits/{ref}/check-runs", self._lookup),
             web.patch("/repos/{owner}/{repo}/check-runs/{check_run_id}", self._update),
+            web.get("/app/hook/deliveries", self._deliveries),
+            web.get("/app/hook/deliveries/{delivery_id}", self._delivery),
+            web.post("/app/hook/deliveries/{delivery_id}/attempts", self._redeliver),
         ])  # fmt: skip
         return app
 
@@ -124,10 +191,24 @@ class FakeGitHub:
         except Exception as exc:  # openapi-core's own error types, whatever they are
             return self._violation(f"{request.method} {request.path}: {exc}")
         response: web.StreamResponse = await handler(request)
+        route = request.match_info.route.resource
+        if (
+            route is not None and route.canonical in ANSWERS_CHECKED
+            and 200 <= response.status < 300 and isinstance(response, web.Response)
+        ):  # fmt: skip
+            answer = _OpenAPIResponse(
+                bytes(response.body or b""),  # type: ignore[arg-type]
+                response.status, response.content_type, response.headers,
+            )  # fmt: skip
+            try:
+                self.openapi.validate_response(_OpenAPIRequest(request, body), answer)
+            except Exception as exc:  # the fake's own answer does not fit: its bug
+                self.violations.append(f"answer to {request.method} {request.path}: {exc}")
         self._remaining -= 1
-        response.headers["x-ratelimit-limit"] = "5000"
-        response.headers["x-ratelimit-remaining"] = str(self._remaining)
-        response.headers["x-ratelimit-reset"] = str(int(time.time()) + 3600)
+        # A scripted fault may say its own rate-limit headers (a primary rate limit).
+        response.headers.setdefault("x-ratelimit-limit", "5000")
+        response.headers.setdefault("x-ratelimit-remaining", str(self._remaining))
+        response.headers.setdefault("x-ratelimit-reset", str(int(time.time()) + 3600))
         return response
 
     def _violation(self, message: str) -> web.Response:
@@ -151,11 +232,14 @@ class FakeGitHub:
     async def _failed(self, request: web.Request, endpoint: str, fault: Fault) -> web.Response:
         answer = await self._answer(request, endpoint, fault.status, {"message": "fault"})
         answer.headers.update(fault.headers)
+        if fault.reset_in_s is not None:
+            answer.headers["x-ratelimit-remaining"] = "0"
+            answer.headers["x-ratelimit-reset"] = str(math.ceil(time.time() + fault.reset_in_s))
         return answer
 
     # --- auth -----------------------------------------------------------------------------
-    async def _token(self, request: web.Request) -> web.Response:
-        installation = int(request.match_info["installation_id"])
+    async def _refuse_jwt(self, request: web.Request, endpoint: str) -> web.Response | None:
+        """The answer to a request without a good App JWT; None when the JWT is good."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         try:
             claims = jwt.decode(
@@ -163,7 +247,7 @@ class FakeGitHub:
                 options={"require": ["iat", "exp", "iss"]}, leeway=0,
             )  # fmt: skip
         except jwt.PyJWTError as exc:
-            return await self._answer(request, "token", 401, {"message": f"bad JWT: {exc}"})
+            return await self._answer(request, endpoint, 401, {"message": f"bad JWT: {exc}"})
         now = time.time()
         if scheme.lower() != "bearer" or claims["iss"] != str(self.app_id):
             return self._violation(f"JWT issued by {claims['iss']!r}, not the App")
@@ -171,6 +255,13 @@ class FakeGitHub:
             return self._violation("JWT iat not back-dated for clock drift")
         if claims["exp"] - now > 600:
             return self._violation("JWT expires more than 10 minutes from now")
+        return None
+
+    async def _token(self, request: web.Request) -> web.Response:
+        installation = int(request.match_info["installation_id"])
+        if (refused := await self._refuse_jwt(request, "token")) is not None:
+            return refused
+        now = time.time()
         if installation in self.revoked:
             return await self._answer(request, "token", 401, {"message": "Bad credentials"})
         if (fault := self._fault("token")) is not None:
@@ -258,6 +349,61 @@ class FakeGitHub:
             run["status"] = "completed"
         _apply_output(run, body)
         return await self._answer(request, "update", 200, _public(run))
+
+    # --- the App's webhook deliveries ------------------------------------------------------
+    async def _deliveries(self, request: web.Request) -> web.Response:
+        if (refused := await self._refuse_jwt(request, "deliveries")) is not None:
+            return refused
+        if (fault := self._fault("deliveries")) is not None:
+            return await self._failed(request, "deliveries", fault)
+        per_page = min(int(request.query.get("per_page", "30")), 100)
+        rows = sorted(self.deliveries, key=lambda r: (r["delivered_at"], r["id"]), reverse=True)
+        if wanted := request.query.get("status"):
+            rows = [r for r in rows if (200 <= r["status_code"] < 300) == (wanted == "success")]
+        cursors = [f"v1_{r['id']}" for r in rows]
+        cursor = request.query.get("cursor")
+        if cursor is not None and cursor not in cursors:
+            return await self._answer(request, "deliveries", 400, {"message": "Bad cursor"})
+        first = cursors.index(cursor) if cursor is not None else 0
+        after = first + per_page
+        response = await self._answer(request, "deliveries", 200, rows[first:after])
+        if after < len(rows):
+            query = {**request.query, "per_page": str(per_page), "cursor": cursors[after]}
+            response.headers["Link"] = f'<{request.url.with_query(query)}>; rel="next"'
+        return response
+
+    def _delivery_row(self, request: web.Request) -> dict[str, Any] | None:
+        wanted = int(request.match_info["delivery_id"])
+        return next((r for r in self.deliveries if r["id"] == wanted), None)
+
+    async def _delivery(self, request: web.Request) -> web.Response:
+        if (refused := await self._refuse_jwt(request, "delivery")) is not None:
+            return refused
+        if (row := self._delivery_row(request)) is None:
+            return await self._answer(request, "delivery", 404, {"message": "Not Found"})
+        return await self._answer(request, "delivery", 200, {
+            **row, "url": "https://hookstream.example/webhooks/github",
+            "request": {"headers": {"X-GitHub-Delivery": row["guid"]}, "payload": {}},
+            "response": {"headers": {}, "payload": None},
+        })  # fmt: skip
+
+    async def _redeliver(self, request: web.Request) -> web.Response:
+        if (refused := await self._refuse_jwt(request, "redeliver")) is not None:
+            return refused
+        if (fault := self._fault("redeliver")) is not None:
+            return await self._failed(request, "redeliver", fault)
+        if (row := self._delivery_row(request)) is None:
+            return await self._answer(request, "redeliver", 404, {"message": "Not Found"})
+        # GitHub sends it again; here the new attempt simply succeeds.
+        self.add_delivery(
+            row["guid"], 202, datetime.now(UTC), event=row["event"], action=row["action"],
+            redelivery=True, repository_id=row["repository_id"],
+        )  # fmt: skip
+        return await self._answer(request, "redeliver", 202, {})
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _prose(body: dict[str, Any], run: dict[str, Any] | None) -> str | None:
