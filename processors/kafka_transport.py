@@ -80,12 +80,30 @@ class Consumer(driver.Consumer):
             return {}
         return await super()._getmany(snapshot, timeout)
 
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def perform_seek(self) -> None:
         await super().perform_seek()
         positioned = self._awaiting_seek & set(self.assignment())
         self._awaiting_seek.clear()
         super().resume_partitions(positioned)
         self.log.debug("sought, now fetching %d partitions: %r", len(positioned), positioned)
+
+
+class ConsumerThread(driver.AIOKafkaConsumerThread):
+    """The worker's aiokafka consumer, reading only committed records.
+
+    ``hookstream dlq retry`` writes its copies to the retry topics in a transaction, with
+    the offset that marks them retried: copies of a retry that failed midway are aborted,
+    and must never reach an agent (Faust reads uncommitted records unless it runs
+    exactly-once itself). Topics written without transactions read the same either way.
+    """
+
+    def _create_worker_consumer(self, transport: driver.Transport) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"  # used by start(); no public setter
+        return consumer
 
 
 class Transport(driver.Transport):

@@ -67,7 +67,38 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Who is who: one partition, so its offsets order every link, fact and answer.
         TopicSpec(settings.identity_topic, 1, settings.kafka_replication_factor, log_configs),
         TopicSpec(settings.identity_dlq_topic, 1, settings.kafka_replication_factor, log_configs),
+        # Where `hookstream dlq retry` puts dead letters back: read by the processor with its
+        # source, so partitioned as the source (Faust co-partitions an agent's topics with
+        # its tables), and kept like a dead letter.
+        *(
+            TopicSpec(
+                retry_topic(source, processor),
+                partitions,
+                settings.kafka_replication_factor,
+                log_configs,
+            )
+            for source, partitions, processor in retry_sources(settings)
+        ),
     ]
+
+
+# The processors that read a retry topic beside a source topic (DESIGN.md §9).
+EVENT_PROCESSORS = ("insights", "triggers", "checks", "identity")
+DISPATCH_PROCESSORS = ("triggers", "checks")
+
+
+def retry_sources(settings: Settings) -> list[tuple[str, int, str]]:
+    """(source topic, its partitions, processor) for every retry topic a processor reads."""
+    return [
+        *((settings.events_topic, settings.events_partitions, p) for p in EVENT_PROCESSORS),
+        *((settings.dispatch_topic, settings.dispatch_partitions, p) for p in DISPATCH_PROCESSORS),
+    ]
+
+
+def retry_topic(source: str, processor: str) -> str:
+    """``<source>.retry.<processor>``; a retry topic is its own (a record failing again)."""
+    suffix = f".retry.{processor}"
+    return source if source.endswith(suffix) else f"{source}{suffix}"
 
 
 async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:

@@ -56,6 +56,7 @@ from schemas.dispatch import DispatchRequest
 from schemas.envelope import RecordHeader
 from schemas.run_status import RunStatusRecord
 from schemas.settings import Settings
+from schemas.topics import retry_topic
 
 log = logging.getLogger("hookstream.checks")
 
@@ -70,8 +71,12 @@ def create_app(settings: Settings, credentials: AppCredentials | None) -> faust.
     github = _GitHub(settings, credentials, metrics, flush=lambda: app.producer.flush())
     app.add_dependency(github)
     partitions = settings.events_partitions
-    events = raw_topic(app, settings.events_topic)
+    # The sources a dead letter can come from are read with their retry topics.
+    events = raw_topic(app, settings.events_topic, retry_topic(settings.events_topic, PROCESSOR))
     dispatches = raw_topic(app, settings.dispatch_topic)
+    dispatch_source = raw_topic(
+        app, settings.dispatch_topic, retry_topic(settings.dispatch_topic, PROCESSOR)
+    )
     reports = raw_topic(app, settings.run_status_topic)
     inputs = raw_topic(app, f"{app.conf.id}-inputs", internal=True, partitions=partitions)
     suites = raw_topic(app, f"{app.conf.id}-suites", internal=True, partitions=partitions)
@@ -112,7 +117,7 @@ def create_app(settings: Settings, credentials: AppCredentials | None) -> faust.
                 continue
             await send(routed)
 
-    @app.agent(dispatches, name="route-dispatches")
+    @app.agent(dispatch_source, name="route-dispatches")
     async def route_dispatches(stream: StreamT[bytes]) -> None:
         await route(stream, lambda e: route_dispatch(DispatchRequest.from_json(e.value)),
                     checks_dlq)  # fmt: skip

@@ -42,6 +42,7 @@ from schemas.identity import (
     record_key,
 )
 from schemas.settings import Settings
+from schemas.topics import retry_topic
 
 log = logging.getLogger("hookstream.identity")
 
@@ -108,7 +109,8 @@ def create_app(settings: Settings) -> faust.App:
     registry = CollectorRegistry(auto_describe=True)
     app = processor_app(settings, PROCESSOR, registry)
     metrics = IdentityMetrics(registry)
-    events = raw_topic(app, settings.events_topic)
+    # The event log and its retry topic (`hookstream dlq retry`), read alike.
+    events = raw_topic(app, settings.events_topic, retry_topic(settings.events_topic, PROCESSOR))
     identity = raw_topic(app, settings.identity_topic)
     events_dlq = raw_topic(app, settings.dlq_topic)
     identity_dlq = raw_topic(app, settings.identity_dlq_topic)
@@ -126,9 +128,9 @@ def create_app(settings: Settings) -> faust.App:
     recent = RecentFacts()
 
     async def write(event: AnyIdentityEvent) -> None:
-        await (await identity.send(
-            key=record_key(event), value=event.model_dump_json().encode(), force=True
-        ))  # fmt: skip
+        # Attached to the record being processed (no force): Faust sends it in batches and
+        # commits that record's offset only once Kafka has it, so nothing is awaited here.
+        await identity.send(key=record_key(event), value=event.model_dump_json().encode())
 
     @app.agent(events, name="learn-facts")
     async def learn(stream: StreamT[bytes]) -> None:

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from schemas.settings import Settings
+from schemas.topics import retry_topic
 from tests.helpers import WorkerProcess, eventually, make_settings, processor_env
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,12 @@ async def test_info_keeps_to_hookstreams_own_lines_and_client_warnings(
         "info",
         "triggers",
     )
-    topics = (settings.events_topic, settings.dispatch_topic)
+    # Each source with its retry topic (`hookstream dlq retry`), partitioned alike.
+    topics = [
+        topic
+        for source in (settings.events_topic, settings.dispatch_topic)
+        for topic in (source, retry_topic(source, "triggers"))
+    ]
     assert owns["partitions"] == sorted(f"{t}/{p}" for t in topics for p in range(3))
     for line in lines:
         if str(line["logger"]).startswith(("faust", "mode", "aiokafka")):
