@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     )
     replay_horizon: dict[str, int] | None = Field(
         default=None,
-        description="Set by `hookstream replay insights`: {\"topic/partition\": end offset}; "
+        description='Set by `hookstream replay insights`: {"topic/partition": end offset}; '
         "once read that far, the rebuilt tables are swapped in.",
     )
     replay_fresh: bool = Field(
