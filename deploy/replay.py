@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -119,7 +119,7 @@ class ReplayPlan:
 
     def to_json(self) -> bytes:
         return orjson.dumps({"processor": self.processor, "group": self.group,
-                             "ranges": [r.__dict__ for r in self.ranges],
+                             "ranges": [asdict(r) for r in self.ranges],
                              "rebuilt": list(self.rebuilt)})  # fmt: skip
 
     @classmethod

@@ -111,6 +111,40 @@ FROM {view} WHERE {_in_window(filters, column)}
 GROUP BY GROUPING SETS ((repository, week), (repository))"""
 
 
+@dataclass(frozen=True)
+class KeySource:
+    """Where one key's numbers come from: its view, the time the window applies to, the
+    aggregates, and which of their columns is the value and which the count."""
+
+    view: str
+    time: str
+    select: str
+    value: str
+    count: str
+
+
+KEYS: dict[Metric, KeySource] = {
+    Metric.DEPLOYMENT_FREQUENCY: KeySource(
+        "dora_deployment_frequency", "day", "sum(deployments) AS deployments",
+        value="deployments", count="deployments",
+    ),
+    Metric.LEAD_TIME: KeySource(
+        "dora_lead_time", "deployed_at",
+        f"{MEDIAN}(0.5)(lead_time_seconds) AS median_seconds, count() AS changes",
+        value="median_seconds", count="changes",
+    ),
+    Metric.CHANGE_FAILURE_RATE: KeySource(
+        "dora_deployment_outcomes", "deployed_at", CHANGE_FAILURE_AGGREGATES,
+        value="change_failure_rate", count="deployments",
+    ),
+    Metric.TIME_TO_RESTORE: KeySource(
+        "dora_time_to_restore", "opened_at",
+        f"{MEDIAN}(0.5)(restore_seconds) AS median_seconds, count() AS incidents",
+        value="median_seconds", count="incidents",
+    ),
+}  # fmt: skip
+
+
 def report_queries(filters: ReportFilters) -> dict[str, str]:
     """The queries behind one report, by name; all read-only, all over §6 views."""
     repository = ""
@@ -124,24 +158,10 @@ def report_queries(filters: ReportFilters) -> dict[str, str]:
         f"WHERE 1{repository} GROUP BY repository UNION ALL "
         "SELECT repository, 'incidents' AS what, count() AS n FROM dora_incidents "
         f"WHERE 1{repository} GROUP BY repository",
-        Metric.DEPLOYMENT_FREQUENCY: _per_week_and_window(
-            "sum(deployments) AS deployments", "dora_deployment_frequency", "day", filters
-        ),
-        Metric.LEAD_TIME: _per_week_and_window(
-            f"{MEDIAN}(0.5)(lead_time_seconds) AS median_seconds, count() AS changes",
-            "dora_lead_time",
-            "deployed_at",
-            filters,
-        ),
-        Metric.CHANGE_FAILURE_RATE: _per_week_and_window(
-            CHANGE_FAILURE_AGGREGATES, "dora_deployment_outcomes", "deployed_at", filters
-        ),
-        Metric.TIME_TO_RESTORE: _per_week_and_window(
-            f"{MEDIAN}(0.5)(restore_seconds) AS median_seconds, count() AS incidents",
-            "dora_time_to_restore",
-            "opened_at",
-            filters,
-        ),
+        **{
+            metric: _per_week_and_window(key.select, key.view, key.time, filters)
+            for metric, key in KEYS.items()
+        },
         # One pass over pr_flow: the window's stage medians and the oldest open PRs.
         "flow": f"""SELECT countIf(in_window) AS pull_requests,
        {MEDIAN}If(0.5)(coding_seconds, in_window) AS coding_seconds,
@@ -265,21 +285,21 @@ def _figure(
     filters: ReportFilters,
 ) -> KeyFigure:
     total = totals.get(repository)
+    key = KEYS[metric]
+    count = int(total[key.count]) if total else 0
     if metric is Metric.DEPLOYMENT_FREQUENCY:
-        deployments = int(total["deployments"]) if total else 0
+        # A count, not an aggregate: a week without deployments is 0, the value per day.
         return KeyFigure(
-            value=deployments / filters.days,
-            count=deployments,
-            trend=[float(weekly[(repository, w)]["deployments"]) if (repository, w) in weekly
+            value=count / filters.days,
+            count=count,
+            trend=[float(weekly[(repository, w)][key.value]) if (repository, w) in weekly
                    else 0.0 for w in weeks],
         )  # fmt: skip
-    column = "change_failure_rate" if metric is Metric.CHANGE_FAILURE_RATE else "median_seconds"
-    count = {"lead_time": "changes", "time_to_restore": "incidents"}.get(metric, "deployments")
     figure = KeyFigure(
-        value=_number(total[column]) if total else None,
-        count=int(total[count]) if total else 0,
-        trend=[_number(weekly[(repository, w)][column]) if (repository, w) in weekly else None
-               for w in weeks],
+        value=_number(total[key.value]) if total else None,
+        count=count,
+        trend=[_number(weekly[(repository, w)][key.value]) if (repository, w) in weekly
+               else None for w in weeks],
     )  # fmt: skip
     if metric is Metric.CHANGE_FAILURE_RATE:
         figure.extra["failed_deployments"] = int(total["failed_deployments"]) if total else 0

@@ -14,7 +14,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,26 @@ async def start_ingress(settings: Settings) -> tuple[TestServer, RunningIngress]
     session = aiohttp.ClientSession()
     ingress = RunningIngress(settings, f"http://127.0.0.1:{server.port}", session, app)
     return server, ingress
+
+
+@asynccontextmanager
+async def serve_posts(
+    handlers: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+) -> AsyncIterator[dict[str, str]]:
+    """Each handler on its own local server, taking ``POST /dispatch``; yields their URLs."""
+    servers, urls = [], {}
+    try:
+        for name, handler in handlers.items():
+            app = web.Application()
+            app.router.add_post("/dispatch", handler)
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server()
+            servers.append(server)
+            urls[name] = f"http://127.0.0.1:{server.port}/dispatch"
+        yield urls
+    finally:
+        for server in servers:
+            await server.close()
 
 
 async def stop_ingress(server: TestServer, ingress: RunningIngress) -> None:

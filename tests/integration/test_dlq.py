@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from deploy.commands import hookstream_argv
@@ -39,6 +38,7 @@ from tests.helpers import (
     processor_env,
     read_topic,
     sample,
+    serve_posts,
 )
 
 pytestmark = pytest.mark.integration
@@ -188,17 +188,8 @@ class Target:
 @pytest.fixture
 async def targets() -> AsyncIterator[dict[str, tuple[Target, str]]]:
     made = {"ci": Target(), "audit": Target(down=False)}
-    servers, urls = [], {}
-    for name, target in made.items():
-        app = web.Application()
-        app.router.add_post("/dispatch", target.handle)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        urls[name] = (target, f"http://127.0.0.1:{server.port}/dispatch")
-    yield urls
-    for server in servers:
-        await server.close()
+    async with serve_posts({name: t.handle for name, t in made.items()}) as urls:
+        yield {name: (made[name], url) for name, url in urls.items()}
 
 
 async def committed_past(settings: Settings, group: str, record: Any) -> bool:

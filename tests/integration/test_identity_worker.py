@@ -17,10 +17,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from deploy.corpus import Example
 from deploy.replay import caught_up, log_end
 from deploy.send import signed_delivery
+from processors.dead_letter import ERROR_HEADER, PROCESSOR_HEADER
 from projections.query import QueryServiceUnavailable, query_service
 from schemas.identity import Conflict, Resolved, parse_identity_event
 from schemas.settings import Settings
@@ -304,3 +306,35 @@ async def test_a_linked_role_admits_a_command_until_the_unlink(
         await triggers.stop()
         await identity.stop()
         await stop_ingress(server, ingress)
+
+
+async def test_an_unreadable_identity_record_is_parked_and_the_stream_goes_on(
+    stack: Stack,
+) -> None:
+    settings = stack.settings
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.identity_topic, b'{"kind": "link"}', key=b"x")
+    finally:
+        await producer.stop()
+    await stack.link("alice@corp", 11)
+    await stack.until(
+        "SELECT platform_user FROM identity_current WHERE github_user_id = 11",
+        [["alice@corp"]],
+        "the link after the bad record",
+    )
+
+    async def parked() -> list[Any]:
+        return await read_topic(settings, settings.identity_dlq_topic, partitions=1)
+
+    letters = await eventually(lambda: _at_least(parked, 2), "both readers to park it")
+    # The identity worker and the insights worker each read the topic, and each parks it.
+    assert {dict(r.headers)[PROCESSOR_HEADER] for r in letters} == {b"identity", b"insights"}
+    assert {r.value for r in letters} == {b'{"kind": "link"}'}
+    assert all(b"ValidationError" in dict(r.headers)[ERROR_HEADER] for r in letters)
+
+
+async def _at_least(read: Any, n: int) -> list[Any]:
+    found: list[Any] = await read()
+    return found if len(found) >= n else []

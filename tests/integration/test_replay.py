@@ -174,10 +174,15 @@ async def test_a_replay_swaps_in_equal_tables_and_queries_never_see_a_partial_on
     assert errors == []
     assert reads
     assert set(reads) == {logged.deliveries}
-    worker = WorkerProcess("insights", logged.env, logged.tmp / "after.log")
+    await assert_tables_equal_live(logged, "after")
+
+
+async def assert_tables_equal_live(logged: Logged, name: str) -> None:
+    """A normal worker, started on the replayed tables, answers as the live ones did."""
+    worker = WorkerProcess("insights", logged.env, logged.tmp / f"{name}.log")
     await worker.start()
     try:
-        await eventually(lambda: _answers(logged), "the worker after the replay")
+        await eventually(lambda: _answers(logged), f"the worker {name} the replay")
         assert await snapshot(logged.sql) == logged.live
     finally:
         await worker.stop()
@@ -200,13 +205,7 @@ async def test_a_killed_replay_resumes_and_ends_equal(logged: Logged) -> None:
     code, out, err = await finish(logged.replay())
     assert code == 0, err[-3000:]
     assert out.splitlines()[0].startswith(f"resume replay insights: {logged.deliveries:,}")
-    worker = WorkerProcess("insights", logged.env, logged.tmp / "resumed.log")
-    await worker.start()
-    try:
-        await eventually(lambda: _answers(logged), "the worker after the resumed replay")
-        assert await snapshot(logged.sql) == logged.live
-    finally:
-        await worker.stop()
+    await assert_tables_equal_live(logged, "resumed")
 
 
 def _children(pid: int) -> list[int]:

@@ -23,7 +23,6 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 
 from deploy.commands import hookstream_argv
@@ -34,7 +33,14 @@ from processors.dead_letter import ERROR_HEADER
 from schemas.dispatch import dispatch_id
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
-from tests.helpers import SECRET, RunningIngress, eventually, processor_env, read_topic
+from tests.helpers import (
+    SECRET,
+    RunningIngress,
+    eventually,
+    processor_env,
+    read_topic,
+    serve_posts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -76,18 +82,8 @@ async def targets() -> AsyncIterator[dict[str, tuple[Target, str]]]:
         "broken": Target(b"broken-s3cret", always_fail=True, delay_s=0.3),
         "steady": Target(b"steady-s3cret"),
     }
-    servers = []
-    urls = {}
-    for name, target in made.items():
-        app = web.Application()
-        app.router.add_post("/dispatch", target.handle)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        urls[name] = (target, f"http://127.0.0.1:{server.port}/dispatch")
-    yield urls
-    for server in servers:
-        await server.close()
+    async with serve_posts({name: t.handle for name, t in made.items()}) as urls:
+        yield {name: (made[name], url) for name, url in urls.items()}
 
 
 def trigger_file(path: Path, urls: dict[str, tuple[Target, str]]) -> Path:
