@@ -8,7 +8,8 @@ it, the group's committed offset and the log end from the broker
 (:mod:`processors.offsets`), exports them as Prometheus gauges with the seconds since
 the partition last made progress, and logs a warning when a partition has lag but its
 committed offset has not moved for ``HOOKSTREAM_STALL_WARNING_S``. Progress means the
-committed offset moved, or there is nothing to read.
+committed offset moved, or there is nothing to read (transaction markers left aside:
+:meth:`processors.offsets.OffsetReader.readable`).
 
 The decision is :func:`observe`, a pure function; :class:`Watchdog` is the thin service
 that feeds it offsets and carries its verdicts to the log and the metrics.
@@ -149,6 +150,11 @@ class Watchdog(Service):
             TopicPartition(tp.topic, tp.partition) for tp in source_partitions(self.app, assigned)
         }
 
+    def unmoved(self, offsets: PartitionOffsets) -> bool:
+        """Whether the partition has lag and the same committed offset as at the last look."""
+        previous = self._progress.get(TopicPartition(offsets.topic, offsets.partition))
+        return offsets.lag > 0 and previous is not None and previous.committed == offsets.committed
+
     def look(self, offsets: list[PartitionOffsets], now: float) -> None:
         seen = set()
         for current in offsets:
@@ -184,6 +190,9 @@ class Watchdog(Service):
                         reader = OffsetReader(self.settings.kafka_bootstrap)
                         await reader.start()
                     offsets = await reader.read(self.group, sorted(self.owned_partitions()))
+                    # A lag that did not move may be only transaction markers: look past.
+                    offsets = [await reader.readable(o) if self.unmoved(o) else o
+                               for o in offsets]  # fmt: skip
                     self.look(offsets, time.monotonic())
                 except (TimeoutError, KafkaError, OSError) as exc:
                     log.debug("watchdog could not read offsets: %s", exc)

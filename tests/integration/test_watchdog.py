@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,9 +19,12 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaProducer
 
 from deploy.corpus import Example
 from deploy.send import signed_delivery
+from schemas.envelope import RecordHeader
+from schemas.topics import retry_topic
 from tests.helpers import (
     SECRET,
     RunningIngress,
@@ -75,30 +79,14 @@ async def test_a_partition_with_lag_and_no_progress_is_reported(
     assert (await ingress.post(signed_delivery(push.body, "push", SECRET)))[0] == 202
     await worker.start()
     try:
-
-        async def metrics() -> str:
-            try:
-                async with (
-                    aiohttp.ClientSession() as session,
-                    session.get(f"http://127.0.0.1:{port}/metrics") as response,
-                ):
-                    return await response.text()
-            except aiohttp.ClientError:
-                return ""
-
-        async def stalled_partition() -> list[dict[str, object]]:
-            lines = [orjson.loads(line) for line in worker.log.read_text().splitlines()
-                     if line.startswith("{")]  # fmt: skip
-            return [line for line in lines if line["logger"] == "hookstream.watchdog"]
-
         # Longer than Faust's commit interval (2.8 s), so only the stuck partition warns.
-        [warning] = await eventually(stalled_partition, "the watchdog's warning", 90)
+        [warning] = await eventually(lambda: _warnings(worker), "the watchdog's warning", 90)
         assert warning["level"] == "warning"
         assert str(warning["partition"]).startswith(f"{settings.dispatch_topic}/")
         assert (warning["lag"], warning["committed"], warning["log_end"]) == (1, None, 1)
         assert float(str(warning["stalled_s"])) >= 10
 
-        text = await metrics()
+        text = await _metrics(port)
         lag = _series(text, "hookstream_worker_lag")
         stalled = _series(text, "hookstream_worker_seconds_without_progress")
         committed = _series(text, "hookstream_worker_committed_offset")
@@ -115,6 +103,76 @@ async def test_a_partition_with_lag_and_no_progress_is_reported(
         assert all(lag[k] == 0 and stalled[k] == 0 for k in events)
     finally:
         await worker.stop(signal.SIGKILL)  # a clean stop would wait out the hung request
+
+
+async def test_a_retry_topic_read_to_its_last_transaction_marker_has_no_lag(
+    ingress: RunningIngress,
+    examples: tuple[Example, ...],
+    silent_target: str,
+    tmp_path: Path,
+) -> None:
+    """`hookstream dlq retry` writes in transactions: the commit marker after the last
+    record is never received, so the worker commits short of the log end. That is not lag,
+    and not a stall."""
+    settings = ingress.settings
+    triggers = tmp_path / "triggers.yml"
+    triggers.write_text(  # matches nothing here: the record is read, acknowledged, done
+        f'targets:\n  silent: {{url: "{silent_target}", secret_env: SILENT_SECRET}}\n'
+        "workflows:\n  build:\n    on: ['github:*/*:release']\n    targets: [silent]\n"
+    )
+    port = free_port_pair()
+    env = processor_env(
+        settings, SILENT_SECRET="s", HOOKSTREAM_TRIGGERS_FILE=str(triggers),
+        HOOKSTREAM_WORKER_METRICS_PORT=str(port), HOOKSTREAM_WATCHDOG_INTERVAL_S="0.5",
+        HOOKSTREAM_STALL_WARNING_S="5",
+    )  # fmt: skip
+    worker = WorkerProcess("triggers", env, tmp_path / "worker.log")
+    await worker.start()
+    retry = retry_topic(settings.events_topic, "triggers")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                transactional_id=f"watchdog-{uuid.uuid4().hex}")  # fmt: skip
+    await producer.start()
+    try:
+        push = next(e for e in examples if e.name == "push#5")
+        async with producer.transaction():
+            headers = [(RecordHeader.EVENT, b"push"), (RecordHeader.HOOK_ID, b"1"),
+                       (RecordHeader.DELIVERY, uuid.uuid4().hex.encode()),
+                       (RecordHeader.RECEIVED_AT, b"2026-11-26T04:00:00+00:00")]  # fmt: skip
+            await producer.send_and_wait(retry, push.body, partition=0, headers=headers)
+        name = f"{retry}/0"
+
+        async def committed_past_the_record() -> dict[str, float] | None:
+            text = await _metrics(port)
+            committed = _series(text, "hookstream_worker_committed_offset")
+            return _series(text, "hookstream_worker_lag") if committed.get(name) == 1 else None
+
+        await eventually(committed_past_the_record, "the retried record committed", 90)
+        await asyncio.sleep(8)  # past the 5 s after which a stall would be warned of
+        text = await _metrics(port)
+        assert _series(text, "hookstream_worker_log_end_offset")[name] == 2  # the marker
+        assert _series(text, "hookstream_worker_lag")[name] == 0
+        assert _series(text, "hookstream_worker_seconds_without_progress")[name] == 0
+        assert await _warnings(worker) == []
+    finally:
+        await producer.stop()
+        await worker.stop(signal.SIGTERM)
+
+
+async def _metrics(port: int) -> str:
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            return await response.text()
+    except aiohttp.ClientError:
+        return ""
+
+
+async def _warnings(worker: WorkerProcess) -> list[dict[str, object]]:
+    lines = [orjson.loads(line) for line in worker.log.read_text().splitlines()
+             if line.startswith("{")]  # fmt: skip
+    return [line for line in lines if line["logger"] == "hookstream.watchdog"]
 
 
 def _series(text: str, name: str) -> dict[str, float]:
