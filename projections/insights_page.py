@@ -16,7 +16,6 @@ from importlib import resources
 
 import orjson
 from aiohttp import web
-from clickhouse_connect.driver.client import Client
 
 from projections.insights_report import (
     FilterError,
@@ -25,7 +24,7 @@ from projections.insights_report import (
     build_report,
     report_queries,
 )
-from projections.query import RUNNER, QueryError, QueryResult, Runner, query_app, run_readonly
+from projections.query import RUNNER, QueryError, Runner, query_app, run_readonly_many
 
 PATTERNS: web.AppKey[Patterns] = web.AppKey("patterns")
 SECURITY_HEADERS = {
@@ -87,12 +86,8 @@ async def dora_api(request: web.Request) -> web.Response:
     except FilterError as exc:
         return _json({"error": str(exc)}, status=400)
     queries = report_queries(filters)
-
-    def run_all(client: Client) -> dict[str, QueryResult]:
-        return {name: run_readonly(client, sql) for name, sql in queries.items()}
-
     try:
-        results = await request.app[RUNNER](run_all)
+        results = await request.app[RUNNER](run_readonly_many, queries)
     except QueryError as exc:
         return _json({"error": f"the insight views could not be read: {exc}"}, status=503)
     return _json(build_report(filters, results, request.app[PATTERNS]))

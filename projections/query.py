@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -27,6 +27,9 @@ from schemas.errors import HookstreamError
 
 READONLY = {"readonly": 1}
 MAX_ROWS = 100_000
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class QueryError(HookstreamError):
@@ -49,6 +52,11 @@ def run_readonly(client: Client, sql: str) -> QueryResult:
     except ClickHouseError as exc:
         raise QueryError(_clean(str(exc))) from None
     return QueryResult(list(result.column_names), [list(r) for r in result.result_rows[:MAX_ROWS]])
+
+
+def run_readonly_many(client: Client, queries: Mapping[str, str]) -> dict[str, QueryResult]:
+    """Several read-only queries in one call on the engine: results by name."""
+    return {name: run_readonly(client, sql) for name, sql in queries.items()}
 
 
 def _clean(message: str) -> str:
@@ -113,8 +121,21 @@ def _line(values: Sequence[str], widths: list[int]) -> str:
 
 
 # --- the service the worker runs ----------------------------------------------------------
-# Runs a call on the engine's own thread (see ClickHouseSink.run).
-Runner = Callable[[Callable[[Client], Any]], Awaitable[Any]]
+class Runner(Protocol):
+    """Runs ``function(client, *args, **kwargs)`` where the engine's client lives
+    (:meth:`projections.sink.ClickHouseSink.run`): on the engine's thread, or in the
+    engine's own process, where the function and its arguments travel by pickle — so a
+    module-level function and plain arguments, not a closure."""
+
+    def __call__(
+        self,
+        function: Callable[Concatenate[Client, P], T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Awaitable[T]: ...
+
+
 RUNNER: web.AppKey[Runner] = web.AppKey("runner")
 
 
@@ -123,7 +144,7 @@ async def _query(request: web.Request) -> web.Response:
     if not sql:
         return web.json_response({"error": "empty query"}, status=400)
     try:
-        result = await request.app[RUNNER](lambda client: run_readonly(client, sql))
+        result = await request.app[RUNNER](run_readonly, sql)
     except QueryError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     return web.Response(body=to_json(result), content_type="application/json")

@@ -4,7 +4,8 @@ A replay writes into ``<table>__replay`` (created ``AS <table>``: same columns, 
 and keys) while queries keep reading the live tables; when the replay has read up to its
 horizon, each pair is exchanged (``EXCHANGE TABLES``, atomic per table) and the old data,
 now under the ``__replay`` name, is dropped. In embedded mode every query and the whole
-swap run on the engine's one thread, so no query runs between two exchanges.
+swap run one call at a time where the engine lives (the sink's thread, or the insights
+worker's engine process), so no query runs between two exchanges.
 """
 
 from __future__ import annotations
