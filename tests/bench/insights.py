@@ -4,14 +4,22 @@
    topic of the real broker.
 2. Ceiling "Kafka": aiokafka reads the topic without processing.
 3. Ceiling "sink": in a separate process, the rows of the same deliveries are extracted
-   and only the inserts are timed (batches of the worker's size, chdb).
+   and only the inserts are timed (batches of the worker's size, chdb). One batch is
+   held at a time, so N may be in the millions.
 4. The worker (``hookstream worker insights``) projects the topic; timed until
-   ``deliveries`` holds N rows.
+   ``deliveries`` holds N rows. With ``--baseline-tree DIR`` a worker run from another
+   checkout's packages (say ``git archive HEAD``) projects the same topic first, into
+   its own store and consumer group: before and after, in one run.
 5. View latency: M deliveries' fact rows (the ``deliveries`` table, which no view reads,
    is left out to keep the run's disk use bounded) are inserted into a fresh engine,
-   then every view is queried repeatedly; p50 and max are reported.
+   then every view is queried repeatedly; p50 and max are reported (``--view-events 0``
+   skips this part).
 
-Usage: python -m tests.bench.insights [--events 200000] [--view-events 1000000]
+Disk: about 11 KB a delivery in Kafka (11 GB for 1,000,000), plus each store's
+compressed payloads; the temporary directory is removed at the end.
+
+Usage: python -m tests.bench.insights [--events 1000000] [--view-events 1000000]
+       [--baseline-tree DIR] [--no-replay]
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -118,22 +128,26 @@ from schemas.envelope import Envelope
 from tests.bench.insights import deliveries, headers
 
 n, batch, path, skip_deliveries = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-batches, rows = [], InsightRows()
-for i, (event, body, delivery) in enumerate(deliveries(n), start=1):
-    rows.extend(insight_rows(Envelope.from_record(headers(event, delivery), body)))
-    if skip_deliveries == "1":
-        rows.tables.pop("deliveries", None)
-    if i % batch == 0 or i == n:
-        batches.append(rows)
-        rows = InsightRows()
+
+def batches():
+    rows = InsightRows()
+    for i, (event, body, delivery) in enumerate(deliveries(n), start=1):
+        rows.extend(insight_rows(Envelope.from_record(headers(event, delivery), body)))
+        if skip_deliveries == "1":
+            rows.tables.pop("deliveries", None)
+        if i % batch == 0 or i == n:
+            yield rows
+            rows = InsightRows()
 
 async def main():
     sink = ClickHouseSink(f"chdb://{path}", "^(prod|production)$", "(?i)^incident$")
     await sink.start()
-    started = time.perf_counter()
-    for k, b in enumerate(batches):
+    inserting = 0.0  # only the inserts are timed; a batch is built between two
+    for k, b in enumerate(batches()):
+        started = time.perf_counter()
         await sink.write(b.tables, f"bench-{k}")
-    print(n / (time.perf_counter() - started), flush=True)
+        inserting += time.perf_counter() - started
+    print(n / inserting, flush=True)
     if len(sys.argv) > 5:
         for view in sys.argv[5].split(","):
             times = []
@@ -165,15 +179,28 @@ async def count(port: int) -> int:
     return int(result.rows[0][0])
 
 
-def worker_rate(settings: Settings, n: int, workdir: Path) -> float:
+def worker_env(settings: Settings, workdir: Path, name: str, port: int) -> dict[str, str]:
+    """The environment of the worker called ``name``: its own store and consumer group."""
+    worker_settings = settings.model_copy(
+        update={"data_dir": workdir / name, "group_prefix": f"{settings.group_prefix}-{name}"}
+    )
+    return processor_env(worker_settings, HOOKSTREAM_QUERY_PORT=str(port))
+
+
+def worker_rate(
+    settings: Settings, n: int, workdir: Path, name: str = "worker", tree: Path | None = None
+) -> float:
+    """Events/s of ``hookstream worker insights`` (from ``tree``'s packages if given)."""
     port = free_port_pair()
-    worker_settings = settings.model_copy(update={"data_dir": workdir / "worker"})
-    env = processor_env(worker_settings, HOOKSTREAM_QUERY_PORT=str(port))
-    with (workdir / "worker.log").open("wb") as log:
+    env = worker_env(settings, workdir, name, port)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree.resolve()), env.get("PYTHONPATH", "")])
+    with (workdir / f"{name}.log").open("wb") as log:
         worker = subprocess.Popen([*hookstream_argv(), "worker", "insights"],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             started = None
+            shown, shown_at = 0, time.perf_counter()
             while True:
                 done = asyncio.run(count(port))
                 if started is None and done > 0:
@@ -181,16 +208,36 @@ def worker_rate(settings: Settings, n: int, workdir: Path) -> float:
                 if done >= n:
                     assert started is not None
                     return (n - first) / (time.perf_counter() - started)
+                if time.perf_counter() - shown_at >= 30:  # a long run shows how it goes
+                    rate = (done - shown) / (time.perf_counter() - shown_at)
+                    print(f"{name}: {done:,} of {n:,} ({rate:,.0f}/s over the last 30 s)",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    shown, shown_at = done, time.perf_counter()
                 time.sleep(0.5)
         finally:
             worker.terminate()
             worker.wait()
 
 
+def replay_rate(settings: Settings, n: int, workdir: Path, name: str = "worker") -> float:
+    """Events/s of ``hookstream replay insights`` over the worker's n records, end to end:
+    from the plan to the swap, the replay worker's start included."""
+    env = worker_env(settings, workdir, name, free_port_pair())
+    with (workdir / f"{name}-replay.log").open("wb") as log:
+        started = time.perf_counter()
+        subprocess.run([*hookstream_argv(), "replay", "insights"], env=env, stdout=log,
+                       stderr=subprocess.STDOUT, check=True, timeout=4 * 3600)  # fmt: skip
+        return n / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--view-events", type=int, default=1_000_000)
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="first time a worker run from this checkout's packages")  # fmt: skip
+    parser.add_argument("--no-replay", dest="replay", action="store_false",
+                        help="skip timing `hookstream replay insights`")  # fmt: skip
     args = parser.parse_args()
     corpus.fetch(CACHE_DIR)
     with tempfile.TemporaryDirectory(prefix="hookstream-bench-") as tmp:
@@ -207,7 +254,14 @@ def main() -> None:
             print(f"produced {args.events:,} deliveries in {time.perf_counter() - started:.0f} s")
             kafka = asyncio.run(kafka_ceiling(settings, args.events))
             sink = float(sink_ceiling(args.events, settings.sink_batch_rows, workdir / "sink")[0])
+            shutil.rmtree(workdir / "sink")
+            baseline = None
+            if args.baseline_tree is not None:
+                baseline = worker_rate(settings, args.events, workdir, "baseline",
+                                       args.baseline_tree)  # fmt: skip
+                shutil.rmtree(workdir / "baseline")
             worker = worker_rate(settings, args.events, workdir)
+            replay = replay_rate(settings, args.events, workdir) if args.replay else None
         finally:
             broker.down()
         slower = min(kafka, sink)
@@ -215,8 +269,16 @@ def main() -> None:
         print("| --- | ---: | ---: |")
         print(f"| aiokafka read, no processing (ceiling) | {kafka:,.0f} | |")
         print(f"| sink inserts only, no Kafka (ceiling) | {sink:,.0f} | |")
+        if baseline is not None:
+            print(f"| insights worker from {args.baseline_tree}, Kafka to ClickHouse "
+                  f"| {baseline:,.0f} | {baseline / slower:.2f} |")  # fmt: skip
         print(f"| insights worker, Kafka to ClickHouse | {worker:,.0f} | {worker / slower:.2f} |")
+        if replay is not None:
+            print(f"| `hookstream replay insights`, plan to swap | {replay:,.0f} "
+                  f"| {replay / slower:.2f} |")  # fmt: skip
 
+        if args.view_events <= 0:
+            return
         lines = sink_ceiling(args.view_events, 10_000, workdir / "views", VIEWS)
         print(f"\nviews over {args.view_events:,} deliveries "
               f"(fact rows inserted at {float(lines[0]):,.0f} events/s)")  # fmt: skip
