@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from deploy.corpus import Example
 from deploy.send import signed_delivery
 from schemas.envelope import RecordHeader
+from schemas.settings import Settings
 from schemas.topics import retry_topic
 from tests.helpers import (
     SECRET,
@@ -62,19 +63,7 @@ async def test_a_partition_with_lag_and_no_progress_is_reported(
     tmp_path: Path,
 ) -> None:
     settings = ingress.settings
-    triggers = tmp_path / "triggers.yml"
-    triggers.write_text(
-        f'targets:\n  silent: {{url: "{silent_target}", secret_env: SILENT_SECRET, '
-        "timeout_s: 60, max_attempts: 1}\n"
-        "workflows:\n  build:\n    on: ['github:*/*:push']\n    targets: [silent]\n"
-    )
-    port = free_port_pair()
-    env = processor_env(
-        settings, SILENT_SECRET="s", HOOKSTREAM_TRIGGERS_FILE=str(triggers),
-        HOOKSTREAM_WORKER_METRICS_PORT=str(port), HOOKSTREAM_WATCHDOG_INTERVAL_S="0.5",
-        HOOKSTREAM_STALL_WARNING_S="10",
-    )  # fmt: skip
-    worker = WorkerProcess("triggers", env, tmp_path / "worker.log")
+    worker, port = _watched_triggers(settings, silent_target, "push", 10, tmp_path)
     push = next(e for e in examples if e.name == "push#5")
     assert (await ingress.post(signed_delivery(push.body, "push", SECRET)))[0] == 202
     await worker.start()
@@ -115,18 +104,8 @@ async def test_a_retry_topic_read_to_its_last_transaction_marker_has_no_lag(
     record is never received, so the worker commits short of the log end. That is not lag,
     and not a stall."""
     settings = ingress.settings
-    triggers = tmp_path / "triggers.yml"
-    triggers.write_text(  # matches nothing here: the record is read, acknowledged, done
-        f'targets:\n  silent: {{url: "{silent_target}", secret_env: SILENT_SECRET}}\n'
-        "workflows:\n  build:\n    on: ['github:*/*:release']\n    targets: [silent]\n"
-    )
-    port = free_port_pair()
-    env = processor_env(
-        settings, SILENT_SECRET="s", HOOKSTREAM_TRIGGERS_FILE=str(triggers),
-        HOOKSTREAM_WORKER_METRICS_PORT=str(port), HOOKSTREAM_WATCHDOG_INTERVAL_S="0.5",
-        HOOKSTREAM_STALL_WARNING_S="5",
-    )  # fmt: skip
-    worker = WorkerProcess("triggers", env, tmp_path / "worker.log")
+    # Dispatches on releases: the push below is read, acknowledged, done.
+    worker, port = _watched_triggers(settings, silent_target, "release", 5, tmp_path)
     await worker.start()
     retry = retry_topic(settings.events_topic, "triggers")
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
@@ -156,6 +135,26 @@ async def test_a_retry_topic_read_to_its_last_transaction_marker_has_no_lag(
     finally:
         await producer.stop()
         await worker.stop(signal.SIGTERM)
+
+
+def _watched_triggers(
+    settings: Settings, target: str, event: str, stall_s: int, tmp_path: Path
+) -> tuple[WorkerProcess, int]:
+    """A triggers worker dispatching ``event`` to ``target``, its watchdog looking often;
+    and its metrics port."""
+    triggers = tmp_path / "triggers.yml"
+    triggers.write_text(
+        f'targets:\n  silent: {{url: "{target}", secret_env: SILENT_SECRET, '
+        "timeout_s: 60, max_attempts: 1}\n"
+        f"workflows:\n  build:\n    on: ['github:*/*:{event}']\n    targets: [silent]\n"
+    )
+    port = free_port_pair()
+    env = processor_env(
+        settings, SILENT_SECRET="s", HOOKSTREAM_TRIGGERS_FILE=str(triggers),
+        HOOKSTREAM_WORKER_METRICS_PORT=str(port), HOOKSTREAM_WATCHDOG_INTERVAL_S="0.5",
+        HOOKSTREAM_STALL_WARNING_S=str(stall_s),
+    )  # fmt: skip
+    return WorkerProcess("triggers", env, tmp_path / "worker.log"), port
 
 
 async def _metrics(port: int) -> str:
