@@ -54,6 +54,15 @@ def free_port_pair() -> int:
     raise RuntimeError("no free port pair found")
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed process stays one until its parent reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(") ", 1)[1][0] != "Z"
+
+
 def local_broker(data_dir: Path, heap: str = "384m") -> LocalBroker:
     settings = Settings(
         data_dir=data_dir,

@@ -310,12 +310,11 @@ class FakeGitHub:
             self.seen.append(Seen("create", "POST", request.path, body, 0))
             await asyncio.sleep(fault.hold_s)
             return _json(201, _public(run))
-        response = await self._answer(request, "create", 201, _public(run))
         if self.after_create is not None:
-            await response.prepare(request)
-            await response.write_eof()
+            # Say, the worker killed: GitHub holds the run, the worker never learns of it.
+            # Before the answer goes out, so that the worker cannot store it first.
             self.after_create()
-        return response
+        return await self._answer(request, "create", 201, _public(run))
 
     async def _lookup(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

@@ -10,7 +10,7 @@ import pytest
 
 from deploy.broker import new_cluster_id
 from deploy.commands import hookstream_argv
-from tests.helpers import CACHE_DIR, free_port_pair, local_broker
+from tests.helpers import CACHE_DIR, free_port_pair, local_broker, running
 
 pytestmark = pytest.mark.integration
 
@@ -39,15 +39,6 @@ def broker_env(tmp_path: Path) -> dict[str, str]:
 
 def pid_of(env: dict[str, str]) -> int:
     return int((Path(env["HOOKSTREAM_DATA_DIR"]) / "kafka" / "broker.pid").read_text())
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (an exited broker waits for its reaper in some sandboxes)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(") ", 1)[1][0] != "Z"
 
 
 def test_up_twice_down_twice_and_status_in_each_state(broker_env: dict[str, str]) -> None:

@@ -13,6 +13,7 @@ import copy
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from tests.helpers import (
     free_port_pair,
     processor_env,
     read_topic,
+    running,
     sample_payload,
 )
 
@@ -209,12 +211,17 @@ async def test_a_crash_between_githubs_answer_and_the_state_write_makes_one_run(
     checks = WorkerProcess("checks", env, tmp_path / "checks.log")
     killed: list[int] = []
 
-    def crash() -> None:  # GitHub answered the create; the worker dies before storing it
+    def crash() -> None:  # GitHub made the run; the worker dies before it can store it
         assert checks.process is not None
         if not killed:
             killed.append(checks.process.pid)
             checks.lives[-1].ended_by = signal.SIGKILL
             os.kill(checks.process.pid, signal.SIGKILL)
+            # A signal lands when the kernel gets to it: on a busy machine the worker
+            # could still read an answer sent now. Answer once it is dead.
+            deadline = time.monotonic() + 30
+            while running(checks.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     github.after_create = crash
     request = _dispatch_request("b" * 40)

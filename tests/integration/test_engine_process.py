@@ -24,7 +24,7 @@ from projections.engine import EngineError
 from projections.query import QueryError, QueryResult, run_readonly
 from projections.rebuild import SUFFIX
 from projections.sink import ClickHouseSink, NotStaged
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, running
 
 PATTERNS = ("^(prod|production)$", "(?i)^incident$")
 
@@ -161,15 +161,6 @@ if __name__ == "__main__":
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(") ", 1)[1].startswith("Z"))
-
-
 async def test_the_engine_process_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
@@ -181,13 +172,13 @@ async def test_the_engine_process_dies_with_a_sigkilled_parent(tmp_path: Path) -
     try:
         assert parent.stdout is not None
         child = int(await asyncio.wait_for(asyncio.to_thread(parent.stdout.readline), 120))
-        assert alive(child)
+        assert running(child)
         parent.send_signal(signal.SIGKILL)
         parent.wait(30)
         deadline = time.monotonic() + 10
-        while alive(child) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while running(child) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-        assert not alive(child), "the engine process outlived its SIGKILLed parent"
+        assert not running(child), "the engine process outlived its SIGKILLed parent"
     finally:
         parent.kill()
         parent.wait()

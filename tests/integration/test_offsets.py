@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from processors.offsets import OffsetReader, PartitionOffsets
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,9 @@ async def test_transaction_markers_are_not_lag_but_records_after_them_are(
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap,
                                 transactional_id=f"offsets-{uuid.uuid4().hex}")  # fmt: skip
+    log = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
+    await log.start()
     try:
         async with OffsetReader(kafka_bootstrap) as reader:
 
@@ -60,8 +63,16 @@ async def test_transaction_markers_are_not_lag_but_records_after_them_are(
                 [read] = await reader.read(group, [tp])
                 return read, await reader.readable(read)
 
+            async def transaction(n: int, *, commit: bool, end: int) -> None:
+                await _transaction(producer, topic, n, commit=commit)
+
+                async def marked() -> bool:  # the coordinator writes markers after it answers
+                    return bool((await log.end_offsets([tp]))[tp] == end)
+
+                await eventually(marked, f"the log end at {end}", 30)
+
             # Records 0-2 and a commit marker at 3; the group read the records.
-            await _transaction(producer, topic, 3, commit=True)
+            await transaction(3, commit=True, end=4)
             await _commit(kafka_bootstrap, group, tp, 3)
             read, readable = await look()
             assert (read.committed, read.end, read.lag) == (3, 4, 1)
@@ -72,7 +83,7 @@ async def test_transaction_markers_are_not_lag_but_records_after_them_are(
 
             # A second transaction, records 4-5 and marker 6: they wait to be read, and
             # the lag counts every offset up to the log end, markers included.
-            await _transaction(producer, topic, 2, commit=True)
+            await transaction(2, commit=True, end=7)
             read, readable = await look()
             assert readable == read
             assert readable.lag == 4
@@ -80,10 +91,11 @@ async def test_transaction_markers_are_not_lag_but_records_after_them_are(
             # The group reads them; then an aborted transaction (records 7-8, marker 9)
             # leaves nothing a read-committed consumer would get.
             await _commit(kafka_bootstrap, group, tp, 6)
-            await _transaction(producer, topic, 2, commit=False)
+            await transaction(2, commit=False, end=10)
             read, readable = await look()
             assert (read.committed, read.end, read.lag) == (6, 10, 4)
             assert readable.lag == 0
             assert readable.end == 10  # the log end itself is reported as it is
     finally:
+        await log.stop()
         await producer.stop()
