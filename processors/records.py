@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
+from aiokafka.structs import ConsumerRecord
 from faust.types import TP, Message
 from prometheus_client import CollectorRegistry
 
@@ -123,8 +124,9 @@ def raw_topic(app: faust.App, *names: str, **options: Any) -> faust.TopicT:
     )
 
 
-def delivery_envelope(message: Message) -> Envelope:
-    """The delivery a ``github.events`` record holds, with where it sits in the log."""
+def delivery_envelope(message: Message | ConsumerRecord[bytes, bytes]) -> Envelope:
+    """The delivery a ``github.events`` record holds, with where it sits in the log (from
+    an agent's Faust message, or an aiokafka record taken in bulk)."""
     return Envelope.from_record(
         record_headers(message.headers), message.value or b"", key=message.key,
         topic=message.topic, partition=message.partition, offset=message.offset,

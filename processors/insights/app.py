@@ -47,7 +47,6 @@ from processors.records import delivery_envelope, processor_app, raw_topic, reco
 from projections.insights_page import insights_app
 from projections.insights_report import Patterns
 from projections.sink import ClickHouseSink
-from schemas.envelope import Envelope
 from schemas.identity import parse_identity_event
 from schemas.settings import Settings
 from schemas.topics import retry_topic
@@ -92,14 +91,6 @@ def _delivery_rows(message: Message) -> InsightRows:
     return insight_rows(delivery_envelope(message))
 
 
-def _record_envelope(record: Any) -> Envelope:
-    """:func:`delivery_envelope` of an aiokafka record taken in bulk."""
-    return Envelope.from_record(
-        record.headers, record.value or b"", key=record.key,
-        topic=record.topic, partition=record.partition, offset=record.offset,
-    )  # fmt: skip
-
-
 def _identity_rows(message: Message) -> InsightRows:
     rows = InsightRows()
     rows.add(
@@ -135,7 +126,7 @@ async def _project_bulk(
     rows = InsightRows()
     for record in records:
         try:
-            rows.extend(insight_rows(_record_envelope(record)))
+            rows.extend(insight_rows(delivery_envelope(record)))
         except Exception as exc:  # any record we cannot project: park it, go on
             message = consumer.to_message(tp, record)
             headers = record_headers(message.headers)

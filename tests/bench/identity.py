@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from deploy import corpus
@@ -78,7 +78,9 @@ from schemas.identity import (
 )
 from schemas.settings import Settings
 from schemas.topics import ensure_topics, topic_specs
+from tests.bench.broker_io import Outgoing, bulk_consumer, send_all
 from tests.bench.insights import SINK_CEILING
+from tests.bench.merges import wait_for_merges
 from tests.helpers import CACHE_DIR, local_broker, processor_env
 
 SEED = 9
@@ -239,24 +241,10 @@ def run_resolver(events: list[InputEvent]) -> ResolverRun:
 async def produce_inputs(settings: Settings, events: list[InputEvent]) -> int:
     """Writes the inputs to the identity topic; returns its end offset."""
     await ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, linger_ms=20,
-        max_batch_size=1 << 20,
-    )  # fmt: skip
-    await producer.start()
-    try:
-        pending = []
-        for event in events:
-            value = event.model_dump_json().encode()
-            pending.append(
-                await producer.send(settings.identity_topic, value, key=record_key(event))
-            )
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    records = (Outgoing(settings.identity_topic, e.model_dump_json().encode(), key=record_key(e))
+               for e in events)  # fmt: skip
+    await send_all(settings.kafka_bootstrap, records, enable_idempotence=True, linger_ms=20,
+                   max_batch_size=1 << 20)  # fmt: skip
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
@@ -319,10 +307,7 @@ async def watch_worker(settings: Settings, end: int, workdir: Path) -> tuple[flo
 
 async def count_outputs(settings: Settings, start: int) -> Counter[str]:
     """The kinds of the records after the inputs: the worker's answers."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-        max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20,
-    )  # fmt: skip
+    consumer = bulk_consumer(settings.kafka_bootstrap)
     await consumer.start()
     try:
         tp = TopicPartition(settings.identity_topic, 0)
@@ -371,18 +356,8 @@ def emit(*fields: object) -> None:
     print(orjson.dumps(fields).decode(), flush=True)
 
 
-async def settle(sink: ClickHouseSink, limit_s: float = 600.0) -> None:
-    """Waits for the background merges, so that queries are not timed against them."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < limit_s:
-        merges = await sink.run(lambda c: c.query("SELECT count() FROM system.merges").result_rows)
-        if int(merges[0][0]) == 0:
-            return
-        await asyncio.sleep(1.0)
-
-
 async def time_views(sink: ClickHouseSink, phase: str) -> None:
-    await settle(sink)
+    await wait_for_merges(sink, limit_s=600.0)
     for view in VIEWS:
         times, rows = [], 0
         for _ in range(RUNS):

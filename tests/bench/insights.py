@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from deploy import corpus
 from deploy.commands import hookstream_argv
@@ -46,6 +46,7 @@ from projections.query import QueryServiceUnavailable, query_service
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
 from schemas.topics import ensure_topics, topic_specs
+from tests.bench.broker_io import Outgoing, bulk_consumer, send_all
 from tests.helpers import CACHE_DIR, free_port_pair, local_broker, processor_env
 
 VIEWS = ("dora_deployment_frequency", "dora_lead_time", "dora_change_failure_rate",
@@ -77,35 +78,16 @@ def headers(event: str, delivery: bytes) -> list[tuple[str, bytes]]:
 
 async def produce(settings: Settings, n: int) -> None:
     await ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20,
-        compression_type=None,
-    )  # fmt: skip
-    await producer.start()
-    try:
-        pending = []
-        for event, body, delivery in deliveries(n):
-            pending.append(
-                await producer.send(
-                    settings.events_topic,
-                    body,
-                    key=delivery[-2:],
-                    headers=headers(event, delivery),
-                )
-            )
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    records = (
+        Outgoing(settings.events_topic, body, key=delivery[-2:], headers=headers(event, delivery))
+        for event, body, delivery in deliveries(n)
+    )
+    await send_all(settings.kafka_bootstrap, records, linger_ms=20, max_batch_size=1 << 20,
+                   compression_type=None)  # fmt: skip
 
 
 async def kafka_ceiling(settings: Settings, n: int) -> float:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-        max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20,
-    )  # fmt: skip
+    consumer = bulk_consumer(settings.kafka_bootstrap)
     await consumer.start()
     try:
         tps = [TopicPartition(settings.events_topic, p) for p in range(settings.events_partitions)]

@@ -52,6 +52,7 @@ from projections.sink import ClickHouseSink
 from schemas.envelope import Envelope
 from schemas.settings import Settings
 from tests.bench.insights import deliveries, headers
+from tests.bench.merges import wait_for_merges
 from tests.helpers import CACHE_DIR, REPO_ROOT
 
 PATTERNS = Patterns("^(prod|production)$", "(?i)^incident$")
@@ -95,14 +96,9 @@ async def build(sink: ClickHouseSink, n: int, batch: int) -> None:
     emit("built", n, time.perf_counter() - started, n / inserting)
 
 
-async def settle(sink: ClickHouseSink, limit: float = 300.0) -> None:
-    """Waits for the background merges, so that queries are not timed against them."""
+async def settle(sink: ClickHouseSink) -> None:
     started = time.perf_counter()
-    while time.perf_counter() - started < limit:
-        merges = await sink.run(lambda c: c.query("SELECT count() FROM system.merges").result_rows)
-        if int(merges[0][0]) == 0:
-            break
-        await asyncio.sleep(1.0)
+    await wait_for_merges(sink, limit_s=300.0)
     parts = await sink.run(
         lambda c: c.query("SELECT count() FROM system.parts WHERE active").result_rows
     )

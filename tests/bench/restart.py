@@ -32,6 +32,7 @@ from deploy.commands import hookstream_argv
 from schemas.envelope import RecordHeader
 from schemas.settings import Settings
 from schemas.topics import TopicSpec, ensure_topics, topic_specs
+from tests.bench.broker_io import Outgoing, send_all
 from tests.helpers import local_broker, processor_env, read_topic, sample_payload
 
 TRIGGERS = 'workflows:\n  build:\n    on: ["github:*/*:push"]\n    check: false\n'
@@ -44,23 +45,11 @@ async def fill_changelog(settings: Settings, ids: int) -> None:
                                                {"cleanup.policy": "compact,delete",
                                                 "retention.ms": "-1"})]  # fmt: skip
     await ensure_topics(settings.kafka_bootstrap, specs)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=50,
-                                max_batch_size=1 << 20)  # fmt: skip
-    await producer.start()
-    try:
-        pending = []
-        for i in range(ids):
-            # Faust's table codec for bytes keys and values: raw bytes.
-            key = str(uuid.UUID(int=i)).encode()
-            pending.append(await producer.send(
-                topic, b"1", key=key, partition=i % settings.events_partitions
-            ))  # fmt: skip
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    # Faust's table codec for bytes keys and values: raw bytes.
+    records = (Outgoing(topic, b"1", key=str(uuid.UUID(int=i)).encode(),
+                        partition=i % settings.events_partitions) for i in range(ids))  # fmt: skip
+    await send_all(settings.kafka_bootstrap, records, window=20_000, linger_ms=50,
+                   max_batch_size=1 << 20)  # fmt: skip
 
 
 async def push(settings: Settings, n: int) -> None:
